@@ -1,0 +1,51 @@
+"""Shared fixtures: small toy datasets generated once per test session (seconds, no network)."""
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import toy_data  # noqa: E402  (needs the project root on sys.path)
+
+SMALL = ["--train_ids", "6", "--test_ids", "5", "--images_per_camera", "2", "--distractors", "3",
+         "--junk", "3", "--workers", "1"]
+
+
+def make_toy(folder, dataset, *extra):
+    """Generate a toy dataset into ``folder``; returns its root (e.g. folder/Market)."""
+    return toy_data.main(["--out", str(folder), "--dataset", dataset, *SMALL, *extra])
+
+
+@pytest.fixture(scope="session")
+def toy_market_source(tmp_path_factory):
+    return make_toy(tmp_path_factory.mktemp("toy"), "market")
+
+
+@pytest.fixture(scope="session")
+def toy_duke_source(tmp_path_factory):
+    return make_toy(tmp_path_factory.mktemp("toy"), "duke")
+
+
+@pytest.fixture
+def market_root(toy_market_source, tmp_path):
+    """A private copy of the small toy Market set, free to modify."""
+    return shutil.copytree(toy_market_source, tmp_path / "Market")
+
+
+@pytest.fixture
+def duke_root(toy_duke_source, tmp_path):
+    return shutil.copytree(toy_duke_source, tmp_path / "DukeMTMC-reID")
+
+
+def run_cli(main, argv, capsys):
+    """Call a stage's main in-process as a user would; returns (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,0 +1,325 @@
+"""Make a toy dataset laid out and named exactly like Market-1501 or DukeMTMC-reID.
+
+The real benchmarks cannot be downloaded on the course machines, so the practical runs on this one.
+Each identity has a stable appearance (clothing colours and pattern, bag, hat, body shape) and each
+camera its own background, colour cast, brightness, blur, noise and viewpoints (see toy_render.py);
+several identities share clothing colours, so a model has to combine cues.
+
+Usage:
+    python toy_data.py --out data --dataset market      # -> data/Market/
+    python toy_data.py --out data --dataset duke        # -> data/DukeMTMC-reID/
+
+Reads: nothing.
+Writes (Market):  OUT/Market/{bounding_box_train,bounding_box_test,query,gt_bbox,gt_query}/,
+                  readme.txt, toy_dataset.json
+Writes (Duke):    OUT/DukeMTMC-reID/{bounding_box_train,bounding_box_test,query}/, toy_dataset.json
+The protocol facts of the real sets hold: train and test identities are disjoint, every test
+identity is seen by >= 2 cameras and has one query per (identity, camera); Market's gallery holds
+distractors ``0000_*`` and junk ``-1_*``; Duke's gallery holds distractor identities seen by one camera.
+The same --seed gives the same bytes on every run.
+
+A correct run prints (default sizes, seed 0):
+    folder              images  identities  cameras
+    bounding_box_train    1182         100        6
+    ...
+    wrote data/Market in 9.1 s
+"""
+import argparse
+import io
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from multiprocessing import Pool
+
+import numpy as np
+import scipy.io
+from tqdm import tqdm
+
+import toy_render
+from utils import TOY_MANIFEST, UserError, cli_main
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one benchmark names and arranges its files."""
+
+    folder: str
+    cameras: int
+    max_pid: int          # real sets number their identities up to about this
+    frame_digits: int
+
+
+LAYOUTS = {
+    "market": Layout(folder="Market", cameras=6, max_pid=1501, frame_digits=6),
+    "duke": Layout(folder="DukeMTMC-reID", cameras=8, max_pid=7140, frame_digits=7),
+}
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One picture to write: where, what name, and what it shows."""
+
+    folder: str
+    filename: str
+    pid: int              # -1 junk, 0 distractor (Market), else a person
+    camid: int
+    seed: tuple           # the picture's own random stream
+    crop: str = "full"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default="data", help="folder that receives Market/ or DukeMTMC-reID/")
+    parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="market", help="which benchmark to imitate")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")
+    parser.add_argument("--train_ids", type=int, default=100, help="identities in bounding_box_train")
+    parser.add_argument("--test_ids", type=int, default=100, help="identities in query and bounding_box_test")
+    parser.add_argument("--images_per_camera", type=int, default=3,
+                        help="typical pictures of one identity in one camera (each gets this ±1)")
+    parser.add_argument("--max_cameras", type=int, default=4,
+                        help="most cameras one identity walks past (at least 2)")
+    parser.add_argument("--distractors", type=int, default=40,
+                        help="Market: 0000 false detections; Duke: identities seen by one camera only")
+    parser.add_argument("--junk", type=int, default=40, help="Market: -1 bad detections in the gallery")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="processes that draw pictures (the output does not depend on it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing toy dataset made with other settings")
+    return parser
+
+
+def check_args(parser, args):
+    if args.train_ids < 2 or args.test_ids < 2:
+        parser.error("--train_ids and --test_ids must be at least 2")
+    if args.images_per_camera < 1:
+        parser.error("--images_per_camera must be at least 1")
+    if not 2 <= args.max_cameras <= LAYOUTS[args.dataset].cameras:
+        parser.error(f"--max_cameras must be between 2 and {LAYOUTS[args.dataset].cameras} for {args.dataset}")
+    if args.distractors < 0 or args.junk < 0 or args.workers < 1:
+        parser.error("--distractors and --junk must be >= 0, --workers >= 1")
+    if args.train_ids + args.test_ids + 1 > 9999:
+        parser.error("at most 9998 identities fit the four-digit names")
+
+
+class Namer:
+    """Unique benchmark file names: frame numbers grow per camera, as in a video."""
+
+    def __init__(self, dataset, rng):
+        self.dataset, self.rng = dataset, rng
+        self.frames = {}
+
+    def __call__(self, label, camid, hand_drawn=False):
+        frame = self.frames.get(camid, 0) + int(self.rng.integers(5, 60))
+        self.frames[camid] = frame
+        if self.dataset == "duke":
+            return f"{label}_c{camid}_f{frame:07d}.jpg"
+        sequence = 1 + (frame // 4000) % 6
+        box = 0 if hand_drawn else int(self.rng.integers(1, 5))   # Market: 00 = drawn by hand
+        return f"{label}_c{camid}s{sequence}_{frame:06d}_{box:02d}.jpg"
+
+
+def choose_identities(args, layout, rng):
+    """Distinct person ids spread like the real sets' (not 1..N), split into train and test."""
+    wanted = args.train_ids + args.test_ids + args.distractors * (args.dataset == "duke")
+    pids = rng.choice(np.arange(1, max(layout.max_pid, wanted) + 1), size=wanted, replace=False)
+    pids = [int(p) for p in pids]
+    train = sorted(pids[:args.train_ids])
+    test = sorted(pids[args.train_ids:args.train_ids + args.test_ids])
+    return train, test, sorted(pids[args.train_ids + args.test_ids:])
+
+
+def person_shots(args, layout, rng, namer, pid, test):
+    """All pictures of one identity: >= 2 cameras, a few per camera, a query per camera if test."""
+    n_cams = int(rng.integers(2, args.max_cameras + 1))
+    cams = sorted(int(c) for c in rng.choice(np.arange(1, layout.cameras + 1), size=n_cams, replace=False))
+    label, folder = f"{pid:04d}", "bounding_box_test" if test else "bounding_box_train"
+    shots = []
+    for cam in cams:
+        count = int(rng.integers(max(1, args.images_per_camera - 1), args.images_per_camera + 2))
+        for _ in range(count):
+            shots.append(Shot(folder, namer(label, cam), pid, cam, (args.seed, 3, pid, len(shots))))
+        if test:
+            hand_drawn = [namer(label, cam, hand_drawn=True) for _ in range(int(rng.integers(1, 4)))]
+            shots.append(Shot("query", hand_drawn[0], pid, cam, (args.seed, 3, pid, len(shots))))
+            for name in hand_drawn:  # Market's gt_bbox repeats the query and adds more hand-drawn boxes
+                if args.dataset == "market":
+                    shots.append(Shot("gt_bbox", name, pid, cam, (args.seed, 3, pid, len(shots))))
+    return shots
+
+
+def gallery_extras(args, layout, rng, namer, distractor_pids):
+    """Market: ``0000`` false detections and ``-1`` junk; Duke: identities seen by one camera."""
+    shots = []
+    if args.dataset == "market":
+        for index in range(args.distractors + args.junk):
+            pid = 0 if index < args.distractors else -1
+            cam = int(rng.integers(1, layout.cameras + 1))
+            name = namer("0000" if pid == 0 else "-1", cam)
+            shots.append(Shot("bounding_box_test", name, pid, cam, (args.seed, 4, index),
+                              crop="full" if pid == 0 else "bad"))
+    for pid in distractor_pids:
+        cam = int(rng.integers(1, layout.cameras + 1))
+        for index in range(int(rng.integers(1, 4))):
+            shots.append(Shot("bounding_box_test", namer(f"{pid:04d}", cam), pid, cam, (args.seed, 3, pid, index)))
+    return shots
+
+
+def plan_dataset(args):
+    """Every picture to write, in a fixed order, from the seed alone."""
+    layout = LAYOUTS[args.dataset]
+    rng = np.random.default_rng([args.seed, 0])
+    namer = Namer(args.dataset, rng)
+    train, test, distractors = choose_identities(args, layout, rng)
+    shots = []
+    for pid in train:
+        shots += person_shots(args, layout, rng, namer, pid, test=False)
+    for pid in test:
+        shots += person_shots(args, layout, rng, namer, pid, test=True)
+    return shots + gallery_extras(args, layout, rng, namer, distractors)
+
+
+def draw_shot(job):
+    """Render one shot to JPEG bytes (runs in a worker process)."""
+    shot, seed = job
+    camera = toy_render.make_camera(np.random.default_rng([seed, 2, shot.camid]))
+    rng = np.random.default_rng(list(shot.seed))
+    person = None
+    if shot.pid != 0:
+        # junk shows someone from outside the dataset, badly cropped
+        identity_seed = [seed, 1, shot.pid] if shot.pid > 0 else [seed, 5, *shot.seed]
+        person = toy_render.make_identity(np.random.default_rng(identity_seed))
+    image = toy_render.render(rng, camera, person, crop=shot.crop)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def mat_bytes(**arrays):
+    """A MATLAB file with a fixed header: scipy stamps the current time there, which breaks determinism."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, arrays)
+    data = bytearray(buffer.getvalue())
+    data[:116] = b"MATLAB 5.0 MAT-file, written by reid-practical toy_data.py".ljust(116)
+    return bytes(data)
+
+
+def write_gt_query(root, shots):
+    """Market's gt_query/: for each query, 1-based indices into sorted bounding_box_test of the
+    good matches (same person, other camera) and of the junk (same person and camera, or -1)."""
+    gallery = sorted((s for s in shots if s.folder == "bounding_box_test"), key=lambda s: s.filename)
+    pids = np.array([s.pid for s in gallery])
+    cams = np.array([s.camid for s in gallery])
+    os.makedirs(os.path.join(root, "gt_query"))
+    for query in (s for s in shots if s.folder == "query"):
+        good = np.flatnonzero((pids == query.pid) & (cams != query.camid)) + 1
+        junk = np.flatnonzero(((pids == query.pid) & (cams == query.camid)) | (pids == -1)) + 1
+        stem = os.path.join(root, "gt_query", query.filename[:-4])
+        for suffix, key, index in (("_good.mat", "good_index", good), ("_junk.mat", "junk_index", junk)):
+            with open(stem + suffix, "wb") as handle:
+                handle.write(mat_bytes(**{key: index.reshape(-1, 1).astype(np.float64)}))
+
+
+MARKET_README = """Toy dataset made by reid-practical toy_data.py -- not the real Market-1501.
+It imitates Market-1501's layout and naming so that the course's scripts run unchanged.
+
+File names: PPPP_cCsS_FFFFFF_BB.jpg
+  PPPP    person id (four digits); 0000 = distractor (false detection), -1 = junk (bad detection)
+  cC      camera C;  sS = video sequence S
+  FFFFFF  frame number;  BB = box index in the frame (00 = drawn by hand: query/, gt_bbox/)
+
+Folders: bounding_box_train (training), bounding_box_test (gallery), query (one per person and camera),
+gt_bbox (hand-drawn boxes for multi-query), gt_query (good/junk gallery indices for each query).
+"""
+
+
+def write_dataset(args, root, shots):
+    """Draw every shot and write the folder tree into ``root``."""
+    for folder in sorted({shot.folder for shot in shots}):
+        os.makedirs(os.path.join(root, folder))
+    jobs = [(shot, args.seed) for shot in shots]
+    with Pool(args.workers) as pool:
+        pictures = pool.imap(draw_shot, jobs, chunksize=32)
+        for shot, jpeg in tqdm(zip(shots, pictures), total=len(shots), desc="drawing", unit="img"):
+            with open(os.path.join(root, shot.folder, shot.filename), "wb") as handle:
+                handle.write(jpeg)
+    if args.dataset == "market":
+        write_gt_query(root, shots)
+        with open(os.path.join(root, "readme.txt"), "w") as handle:
+            handle.write(MARKET_README)
+    with open(os.path.join(root, TOY_MANIFEST), "w") as handle:
+        json.dump(settings_of(args), handle, indent=1, sort_keys=True)
+
+
+def settings_of(args):
+    """What determines the dataset's bytes; stored in toy_dataset.json to recognise a finished set."""
+    keys = ("dataset", "seed", "train_ids", "test_ids", "images_per_camera", "max_cameras", "distractors", "junk")
+    return {"generator": "reid-practical toy_data.py", "format_version": FORMAT_VERSION,
+            **{key: getattr(args, key) for key in keys}}
+
+
+def existing_settings(root):
+    """The settings of a toy dataset already at ``root``; None when there is none."""
+    try:
+        with open(os.path.join(root, TOY_MANIFEST)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def summary_table(shots, dataset, cameras):
+    """Rows of images / identities / cameras per folder, as printed at the end."""
+    lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
+    for folder in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
+        chosen = [s for s in shots if s.folder == folder]
+        if chosen:
+            lines.append(f"{folder:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}"
+                         f"{len({s.camid for s in chosen}):>9}")
+    if dataset == "market":
+        distractors = sum(s.pid == 0 for s in shots)
+        junk = sum(s.pid == -1 for s in shots)
+        extras = f"{distractors} distractors (0000) and {junk} junk (-1) pictures"
+    else:
+        in_test = {s.pid for s in shots if s.folder == "query"}
+        extras = f"{len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} distractor identities"
+    lines.append(f"gallery extras: {extras}; {cameras} cameras; 128x256 JPEG")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    root = os.path.join(args.out, LAYOUTS[args.dataset].folder)
+    if os.path.exists(root):
+        found = existing_settings(root)
+        if found is None:
+            raise UserError(f"{root} exists and is not a toy dataset made by this script",
+                            "choose another --out; a real dataset is never overwritten")
+        if found == settings_of(args):
+            print(f"{root} already holds this toy dataset (seed {args.seed}); nothing to do")
+            return root
+        if not args.overwrite:
+            raise UserError(f"{root} holds a toy dataset made with other settings",
+                            "pass --overwrite to replace it, or choose another --out")
+    started = time.time()
+    shots = plan_dataset(args)
+    temporary = os.path.join(args.out, f".{LAYOUTS[args.dataset].folder}.partial")
+    shutil.rmtree(temporary, ignore_errors=True)   # left by an interrupted run
+    os.makedirs(args.out, exist_ok=True)
+    write_dataset(args, temporary, shots)
+    if os.path.exists(root):
+        shutil.rmtree(root)
+    os.replace(temporary, root)
+    print(summary_table(shots, args.dataset, LAYOUTS[args.dataset].cameras))
+    print(f"wrote {root} in {time.time() - started:.1f} s")
+    return root
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Shared foundations for every stage of reid-practical.
+
+What lives here, once:
+  * ``UserError`` and ``cli_main`` -- a problem the user can fix becomes one line
+    ``error: <what is wrong> — <how to fix it>`` on stderr and exit status 2, without a traceback;
+    real bugs keep their traceback.
+  * ``select_device`` -- ``--gpu_ids`` to a ``torch.device`` (``-1`` or no CUDA -> CPU).
+  * ``set_seed`` / ``seed_worker`` -- one call seeds Python, NumPy and torch.
+  * ``parse_market_name`` / ``parse_duke_name`` -- strict parsers of the two benchmark naming rules.
+
+torch is imported inside the functions that need it, so that ``prepare.py`` and ``toy_data.py``
+start quickly.
+"""
+import functools
+import os
+import random
+import re
+import sys
+from dataclasses import dataclass
+
+JUNK_PID = -1        # Market-1501: a bad detection, ignored by the evaluation
+DISTRACTOR_PID = 0   # Market-1501 ``0000``: a false detection, an ordinary wrong match
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+TOY_MANIFEST = "toy_dataset.json"   # written by toy_data.py at the root of every toy dataset
+
+
+class UserError(Exception):
+    """A mistake the user can fix (wrong path, bad flag, malformed file).
+
+    ``what`` says what is wrong and ``fix`` how to fix it; ``cli_main`` prints both on one line.
+    """
+
+    def __init__(self, what, fix):
+        super().__init__(f"{what} — {fix}")
+        self.what = what
+        self.fix = fix
+
+
+def cli_main(main):
+    """Decorate a stage's ``main(argv=None)``: a ``UserError`` becomes one ``error:`` line and exit 2.
+
+    Tests call the decorated ``main([...])`` in-process and see exactly what a terminal user sees
+    (a ``SystemExit`` with code 2 and the line on stderr). Any other exception is a bug and keeps
+    its traceback.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("error: interrupted — run the same command again to continue", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper
+
+
+def parse_gpu_ids(gpu_ids):
+    """``"0,1"`` -> ``[0, 1]``; ``"-1"`` or ``""`` -> ``[]`` (CPU). Negative ids are dropped."""
+    ids = []
+    for part in str(gpu_ids).replace(" ", "").split(","):
+        if not part:
+            continue
+        if not re.fullmatch(r"-?\d+", part):
+            raise UserError(f"--gpu_ids {gpu_ids!r} is not a comma-separated list of integers",
+                            "use e.g. --gpu_ids 0, --gpu_ids 0,1, or --gpu_ids -1 for the CPU")
+        if int(part) >= 0:
+            ids.append(int(part))
+    return ids
+
+
+def select_device(gpu_ids):
+    """Choose the device once, from ``--gpu_ids``; returns ``(torch.device, [gpu ids used])``.
+
+    ``-1`` (or an empty list) means CPU. Asking for a GPU on a machine without CUDA falls back to
+    the CPU with a warning, so the course's ``--gpu_ids 0`` commands still run on a laptop.
+    """
+    import torch
+
+    ids = parse_gpu_ids(gpu_ids)
+    if not ids:
+        return torch.device("cpu"), []
+    if not torch.cuda.is_available():
+        print(f"warning: --gpu_ids {gpu_ids} asked for CUDA, which is not available here; using the CPU",
+              file=sys.stderr)
+        return torch.device("cpu"), []
+    count = torch.cuda.device_count()
+    missing = [i for i in ids if i >= count]
+    if missing:
+        raise UserError(f"--gpu_ids {gpu_ids}: this machine has {count} GPU(s), numbered 0..{count - 1}",
+                        "pass ids that exist (see nvidia-smi) or -1 for the CPU")
+    torch.cuda.set_device(ids[0])
+    return torch.device("cuda", ids[0]), ids
+
+
+def set_seed(seed, deterministic=True):
+    """Seed Python, NumPy and torch; with ``deterministic`` also ask cuDNN for repeatable kernels."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def seed_worker(worker_id):
+    """``DataLoader(worker_init_fn=seed_worker)``: each worker's NumPy/random seeds follow torch's."""
+    import numpy as np
+    import torch
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+# --- the two benchmark naming rules ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageName:
+    """What a benchmark file name says about its image."""
+
+    filename: str
+    label: str    # the identity as written in the name ("0002", "0000", "-1"): the folder name
+    pid: int      # JUNK_PID (-1), DISTRACTOR_PID (0) or a person id >= 1
+    camid: int    # camera number as written (1-based)
+    frame: int
+    sequence: int = 0  # Market-1501 only: the video sequence ``s`` of ``cCsS``
+
+    @property
+    def is_junk(self):
+        return self.pid == JUNK_PID
+
+    @property
+    def is_distractor(self):
+        return self.pid == DISTRACTOR_PID
+
+
+class NameRuleError(UserError):
+    """A file name that does not follow the dataset's naming rule."""
+
+
+MARKET_RULE = "PPPP_cCsS_FFFFFF_BB.jpg (e.g. 0002_c1s1_000451_03.jpg; PPPP may be -1)"
+DUKE_RULE = "PPPP_cC_fFFFFFFF.jpg (e.g. 0001_c2_f0046182.jpg)"
+# pid: four digits, or -1 for junk; camera and sequence: one or more digits (custom sets have > 9).
+_MARKET_RE = re.compile(r"(?P<label>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg")
+_DUKE_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_f(?P<frame>\d{7})\.jpg")
+
+
+def _match_name(filename, pattern, rule, dataset):
+    base = os.path.basename(filename)
+    match = pattern.fullmatch(base)
+    if match is None:
+        raise NameRuleError(f"{filename!r} does not follow the {dataset} naming rule {rule}",
+                            "rename or remove the file, or check that this is the right dataset")
+    if int(match["cam"]) < 1 or ("seq" in match.groupdict() and int(match["seq"]) < 1):
+        raise NameRuleError(f"{filename!r}: camera and sequence numbers start at 1 in {dataset}",
+                            "rename or remove the file")
+    return match
+
+
+def parse_market_name(filename):
+    """Parse a Market-1501 name ``PPPP_cCsS_FFFFFF_BB.jpg`` into an ``ImageName``.
+
+    ``-1`` is junk and ``0000`` a distractor; a path is accepted (only its base name is read).
+    Raises ``NameRuleError`` naming the file when the name breaks the rule.
+    """
+    match = _match_name(filename, _MARKET_RE, MARKET_RULE, "Market-1501")
+    return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
+                     camid=int(match["cam"]), frame=int(match["frame"]), sequence=int(match["seq"]))
+
+
+def parse_duke_name(filename):
+    """Parse a DukeMTMC-reID name ``PPPP_cC_fFFFFFFF.jpg`` into an ``ImageName``.
+
+    Raises ``NameRuleError`` naming the file when the name breaks the rule.
+    """
+    match = _match_name(filename, _DUKE_RE, DUKE_RULE, "DukeMTMC-reID")
+    return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
+                     camid=int(match["cam"]), frame=int(match["frame"]))
+
+
+NAME_PARSERS = {"market": parse_market_name, "duke": parse_duke_name}
+
+
+def parse_image_name(filename):
+    """Parse a name under whichever benchmark rule it follows (for stages that read both)."""
+    for parser in NAME_PARSERS.values():
+        try:
+            return parser(filename)
+        except NameRuleError:
+            continue
+    raise NameRuleError(f"{filename!r} follows neither the Market-1501 rule {MARKET_RULE} "
+                        f"nor the DukeMTMC-reID rule {DUKE_RULE}",
+                        "rename or remove the file")
+
+
+def is_image_file(filename):
+    """True for the image types the datasets use; other files (e.g. Thumbs.db) are ignored."""
+    return filename.lower().endswith(IMAGE_SUFFIXES)
+
+
+def list_images(folder):
+    """Sorted base names of the image files directly in ``folder``."""
+    return sorted(name for name in os.listdir(folder) if is_image_file(name))
