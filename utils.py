@@ -208,3 +208,141 @@ def is_image_file(filename):
 def list_images(folder):
     """Sorted base names of the image files directly in ``folder``."""
     return sorted(name for name in os.listdir(folder) if is_image_file(name))
+
+
+# --- run folders: atomic files, options, checkpoint names -----------------------------------------
+
+def atomic_write(path, write):
+    """Call ``write(temporary_path)``, then rename it onto ``path``: a crash never leaves half a file."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_yaml(path, data):
+    import yaml
+
+    def write(temporary):
+        with open(temporary, "w") as handle:
+            yaml.safe_dump(data, handle, sort_keys=True, default_flow_style=False)
+    atomic_write(path, write)
+
+
+def load_yaml(path, made_by):
+    """Read a YAML mapping with ``safe_load``; a missing or broken file names the command that makes it."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist", f"it is written by {made_by}")
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML ({err.__class__.__name__})", f"re-create it with {made_by}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} does not hold a mapping of options", f"re-create it with {made_by}")
+    return data
+
+
+def explicit_options(parser, argv):
+    """The options the user actually typed (not defaults), as a dict: they win over a saved opts.yaml."""
+    import argparse
+
+    defaults = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        return vars(parser.parse_args(argv))
+    finally:
+        for action in parser._actions:
+            action.default = defaults[action.dest]
+
+
+def checkpoint_name(epoch):
+    """``net_last.pth`` or ``net_060.pth``: the one naming rule shared by train.py and test.py."""
+    if str(epoch) == "last":
+        return "net_last.pth"
+    return f"net_{int(epoch):03d}.pth"
+
+
+def check_images(paths):
+    """Decode every picture once before the slow work; the first unreadable one is named."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise UserError(f"cannot read image {path} ({err})",
+                            "remove or replace the file, then run prepare.py again with --force") from None
+
+
+# --- pictures in, tensors out: shared by train.py and test.py -------------------------------------
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def image_transforms(size, train=False, color_jitter=False, erasing_p=0.0):
+    """Test: Resize (bicubic) -> ToTensor -> Normalize. Training (layumi's recipe) adds Pad 10 ->
+    RandomCrop -> HorizontalFlip [-> ColorJitter] before, and [RandomErasing] after."""
+    from torchvision import transforms
+
+    from random_erasing import RandomErasing
+
+    steps = [transforms.Resize(tuple(size), interpolation=transforms.InterpolationMode.BICUBIC)]
+    if train:
+        steps += [transforms.Pad(10), transforms.RandomCrop(tuple(size)), transforms.RandomHorizontalFlip()]
+        if color_jitter:
+            steps.append(transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0))
+    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and erasing_p > 0:
+        steps.append(RandomErasing(probability=erasing_p, mean=[0.0, 0.0, 0.0]))
+    return transforms.Compose(steps)
+
+
+def rng_states():
+    """Python, NumPy and torch generator states as tensors and plain values (loadable with weights_only)."""
+    import numpy as np
+    import torch
+
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "numpy_pos": int(numpy_state[2]), "python": list(random.getstate()[1])}
+
+
+def write_csv(path, rows):
+    """A list of same-keyed dicts as CSV, atomically."""
+    import csv
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(path, write)
+
+
+def plot_training_curves(path, history):
+    """train.jpg: loss and top-1 error per epoch, train and val (headless)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [row["epoch"] for row in history]
+    for phase, style in (("train", "o-"), ("val", "s-")):
+        loss_axis.plot(epochs, [row[f"{phase}_loss"] for row in history], style, label=phase)
+        error_axis.plot(epochs, [1 - row[f"{phase}_acc"] for row in history], style, label=phase)
+    loss_axis.set_yscale("log")   # an early spike in val loss would otherwise flatten the rest
+    for axis, title in ((loss_axis, "loss (log scale)"), (error_axis, "top-1 error")):
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend()
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="jpg"))
+    plt.close(figure)

@@ -49,3 +49,17 @@ def run_cli(main, argv, capsys):
         code = stop.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy: large backbones (seconds each on CPU); deselect with -m 'not heavy'")
+
+
+@pytest.fixture(scope="session")
+def prepared_market(toy_market_source, tmp_path_factory):
+    """The small toy Market, arranged by prepare.py: returns its pytorch/ folder."""
+    import prepare
+
+    root = shutil.copytree(toy_market_source, tmp_path_factory.mktemp("prepared") / "Market")
+    prepare.main(["--download_path", str(root)])
+    return root / "pytorch"

@@ -1,0 +1,120 @@
+"""model.py: the registry builds every backbone; layumi's checkpoints load; the head is layumi's."""
+import huggingface_hub
+import pytest
+import torch
+from torchvision import models as tv_models
+
+import model
+from utils import UserError
+
+LIGHT = [name for name, spec in model.BACKBONES.items() if not spec.heavy]
+HEAVY = [name for name, spec in model.BACKBONES.items() if spec.heavy]
+
+
+def check_backbone(name):
+    spec = model.get_backbone(name)
+    torch.manual_seed(0)
+    net = model.build_model(name, num_classes=7, pretrained=False)
+    images = torch.randn(2, 3, *spec.input_size)
+    net.train()
+    logits = net(images)
+    assert logits.shape[0] == 2 and logits.shape[-1] == 7
+    logits.float().sum().backward()
+    assert all(p.grad is not None for p in net.classifier.parameters()) if hasattr(net, "classifier") else True
+    net.eval()
+    with torch.no_grad():
+        features = net.features(images)
+    assert features.reshape(2, -1).shape[1] == spec.feature_dim(linear_num=512)
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_backbone_builds_and_trains(name):
+    check_backbone(name)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", HEAVY)
+def test_heavy_backbone_builds_and_trains(name):
+    check_backbone(name)
+
+
+def test_unknown_backbone_lists_the_valid_ones():
+    with pytest.raises(UserError) as caught:
+        model.build_model("resnet51", 10, pretrained=False)
+    assert "resnet50" in str(caught.value) and "mobilenet_v3" in str(caught.value)
+
+
+def head_keys(prefix, in_dim, bottleneck, classes):
+    """The keys and shapes of layumi's ClassBlock (Linear -> BN -> Dropout -> Linear)."""
+    return {f"{prefix}.add_block.0.weight": (bottleneck, in_dim), f"{prefix}.add_block.0.bias": (bottleneck,),
+            f"{prefix}.add_block.1.weight": (bottleneck,), f"{prefix}.add_block.1.bias": (bottleneck,),
+            f"{prefix}.add_block.1.running_mean": (bottleneck,), f"{prefix}.add_block.1.running_var": (bottleneck,),
+            f"{prefix}.add_block.1.num_batches_tracked": (),
+            f"{prefix}.classifier.0.weight": (classes, bottleneck), f"{prefix}.classifier.0.bias": (classes,)}
+
+
+def layumi_state_dict(trunk, heads):
+    """A state dict shaped as layumi's code saves it: the whole torchvision model under ``model.``
+    (its unused ImageNet classifier included) plus the heads; random values."""
+    shapes = {f"model.{k}": tuple(v.shape) for k, v in trunk.state_dict().items()}
+    for head in heads:
+        shapes.update(head)
+    return {k: (torch.randn(s) if s else torch.tensor(5)) for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("name, trunk, heads", [
+    ("resnet50", tv_models.resnet50, [head_keys("classifier", 2048, 512, 751)]),
+    ("densenet121", tv_models.densenet121, [head_keys("classifier", 1024, 512, 751)]),
+    ("pcb", tv_models.resnet50, [head_keys(f"classifier{i}", 2048, 256, 751) for i in range(6)]),
+])
+def test_layumi_checkpoints_load_strictly(name, trunk, heads):
+    state = layumi_state_dict(trunk(weights=None), heads)
+    net = model.build_model(name, 751, pretrained=False)
+    net.load_state_dict(state, strict=True)
+    assert torch.equal(net.state_dict()["model.conv1.weight" if name != "densenet121"
+                                        else "model.features.conv0.weight"],
+                       state["model.conv1.weight" if name != "densenet121" else "model.features.conv0.weight"])
+
+
+def test_class_block_initialisation():
+    torch.manual_seed(0)
+    block = model.ClassBlock(2048, 1000, droprate=0.5, linear=512)
+    linear, norm, dropout = block.add_block
+    assert isinstance(dropout, torch.nn.Dropout) and dropout.p == 0.5
+    assert abs(norm.weight.mean().item() - 1) < 0.01 and abs(norm.weight.std().item() - 0.02) < 0.005
+    assert abs(linear.weight.std().item() - (2 / 512) ** 0.5) < 0.01   # kaiming, fan_out = 512
+    assert abs(block.classifier[0].weight.std().item() - 0.001) < 0.0002
+    assert not linear.bias.any() and not norm.bias.any() and not block.classifier[0].bias.any()
+    no_linear = model.ClassBlock(2048, 10, droprate=0, linear=0)
+    assert [type(m) for m in no_linear.add_block] == [torch.nn.BatchNorm1d]
+    assert no_linear.classifier[0].in_features == 2048
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet18", "densenet121"])
+def test_stride_one_doubles_the_last_feature_map(name):
+    sizes = {}
+    for stride in (1, 2):
+        net = model.build_model(name, 5, pretrained=False, stride=stride).eval()
+        last = net.model.layer4 if name != "densenet121" else net.model.features.norm5
+        last.register_forward_hook(lambda m, i, out, s=stride: sizes.__setitem__(s, out.shape[-2:]))
+        with torch.no_grad():
+            net(torch.randn(1, 3, 256, 128))
+    # DenseNet keeps layumi's 2x2 average pool with stride 1, which loses one row and column
+    expected = (2 * sizes[2][0] - 1, 2 * sizes[2][1] - 1) if name == "densenet121" else (2 * sizes[2][0], 2 * sizes[2][1])
+    assert tuple(sizes[1]) == expected
+
+
+@pytest.mark.parametrize("name", ["resnet18", "hrnet18", "nasnet"])
+def test_offline_pretrained_fails_at_once_in_one_line(name, monkeypatch, tmp_path):
+    monkeypatch.setattr(model, "_reachable", lambda url: False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, filename: None)
+    with pytest.raises(UserError) as caught:
+        model.build_model(name, 10, pretrained=True)
+    message = str(caught.value)
+    assert "cannot fetch ImageNet weights" in message and "--no_pretrained" in message and "\n" not in message
+
+
+def test_ft_net_keeps_layumis_name():
+    net = model.ft_net(class_num=10, pretrained=False)
+    assert isinstance(net, model.ResNetReID) and net.classifier.classifier[0].out_features == 10

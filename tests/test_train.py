@@ -1,0 +1,182 @@
+"""train.py on the small toy set, on CPU: files written, determinism, resume, and bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import model
+import train
+from conftest import ROOT, run_cli
+
+FAST = ["--gpu_ids", "-1", "--backbone", "mobilenet_v3", "--no_pretrained", "--batchsize", "8",
+        "--num_workers", "0", "--lr", "0.02"]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """train.py writes model/NAME relative to the current directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def train_run(data_dir, name, *extra):
+    return train.main(["--data_dir", str(data_dir), "--name", name, *FAST, *extra])
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_one_epoch_writes_every_file(prepared_market, in_tmp):
+    run_dir = in_tmp / train_run(prepared_market, "one", "--total_epoch", "1", "--erasing_p", "0.5")
+    assert sorted(os.listdir(run_dir)) == ["net_last.pth", "opts.yaml", "state_last.pth", "summary.csv", "train.jpg"]
+    with open(run_dir / "opts.yaml") as handle:
+        opts = yaml.safe_load(handle)
+    classes = len(os.listdir(prepared_market / "train"))
+    assert opts["nclasses"] == classes and opts["backbone"] == "mobilenet_v3" and opts["input_size"] == [256, 128]
+    assert opts["torch"] == str(torch.__version__) and opts["use_dense"] is False
+    net = model.build_model("mobilenet_v3", classes, pretrained=False)
+    net.load_state_dict(weights(run_dir / "net_last.pth"), strict=True)
+    state = weights(run_dir / "state_last.pth")
+    assert state["epoch"] == 1 and {"optimizer", "scheduler", "scaler", "rng", "history"} <= set(state)
+    with open(run_dir / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and 0 <= float(rows[0]["val_acc"]) <= 1
+    with Image.open(run_dir / "train.jpg") as picture:
+        assert picture.format == "JPEG" and picture.size[0] > 300
+
+
+def test_every_tenth_epoch_is_kept(prepared_market, in_tmp):
+    run_dir = in_tmp / train_run(prepared_market, "ten", "--total_epoch", "10", "--batchsize", "32")
+    assert (run_dir / "net_010.pth").exists()
+    assert same_weights(weights(run_dir / "net_010.pth"), weights(run_dir / "net_last.pth"))
+
+
+def test_same_seed_same_weights(prepared_market, in_tmp):
+    first = weights(in_tmp / train_run(prepared_market, "a", "--total_epoch", "1") / "net_last.pth")
+    second = weights(in_tmp / train_run(prepared_market, "b", "--total_epoch", "1") / "net_last.pth")
+    other = weights(in_tmp / train_run(prepared_market, "c", "--total_epoch", "1", "--seed", "1") / "net_last.pth")
+    assert same_weights(first, second)
+    assert not same_weights(first, other)
+
+
+def test_resume_after_interruption_is_bit_identical(prepared_market, in_tmp, monkeypatch, capsys):
+    whole = weights(in_tmp / train_run(prepared_market, "whole", "--total_epoch", "3", "--warm_epoch", "2")
+                    / "net_last.pth")
+    calls = []
+    real_run_epoch = train.run_epoch
+
+    def interrupted(net, loader, phase, ctx):
+        calls.append(phase)
+        if len(calls) == 4:     # during the second epoch's validation
+            raise KeyboardInterrupt
+        return real_run_epoch(net, loader, phase, ctx)
+
+    monkeypatch.setattr(train, "run_epoch", interrupted)
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "cut", *FAST,
+                                        "--total_epoch", "3", "--warm_epoch", "2"], capsys)
+    assert code == 130 and "interrupted" in err
+    assert weights(in_tmp / "model/cut/state_last.pth")["epoch"] == 1
+    monkeypatch.setattr(train, "run_epoch", real_run_epoch)
+    code, out, _ = run_cli(train.main, ["--name", "cut", "--resume", "--num_workers", "0"], capsys)
+    assert code == 0 and "epochs 2..3" in out
+    assert same_weights(whole, weights(in_tmp / "model/cut/net_last.pth"))
+
+
+def test_resume_after_sigkill(prepared_market, in_tmp):
+    command = [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", str(prepared_market),
+               "--name", "killed", *FAST, "--total_epoch", "3"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = in_tmp / "model/killed/state_last.pth"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists(), "the first epoch never finished"
+    subprocess.run([*command, "--resume"], check=True, capture_output=True)
+    whole = train_run(prepared_market, "unkilled", "--total_epoch", "3")
+    assert same_weights(weights(in_tmp / whole / "net_last.pth"), weights(in_tmp / "model/killed/net_last.pth"))
+
+
+def test_existing_run_is_never_overwritten_silently(prepared_market, in_tmp, capsys):
+    train_run(prepared_market, "kept", "--total_epoch", "1")
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "kept", *FAST, "--total_epoch", "1"],
+                           capsys)
+    assert code == 2 and "--resume" in err and "--overwrite" in err
+    code, _, _ = run_cli(train.main, ["--data_dir", prepared_market, "--name", "kept", *FAST, "--total_epoch", "1",
+                                      "--overwrite"], capsys)
+    assert code == 0
+
+
+def test_resume_refuses_changed_recipe(prepared_market, in_tmp, capsys):
+    train_run(prepared_market, "recipe", "--total_epoch", "1")
+    code, _, err = run_cli(train.main, ["--name", "recipe", "--resume", "--lr", "0.5"], capsys)
+    assert code == 2 and "--lr" in err
+
+
+def test_legacy_flags_and_abbreviations():
+    parser = train.build_parser()
+    args = train.resolve_options(parser, ["--use_dense", "--total", "1", "--batch", "4"])
+    assert args.backbone == "densenet121" and args.use_dense and not args.PCB
+    assert args.total_epoch == 1 and args.batchsize == 4
+    assert train.resolve_options(parser, ["--PCB"]).backbone == "pcb"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--use_dense", "--PCB"], "choose one backbone"),
+    (["--use_dense", "--backbone", "resnet18"], "choose one backbone"),
+    (["--fp16", "--bf16"], "--fp16 and --bf16"),
+    (["--batchsize", "0"], "--batchsize"),
+    (["--use_swin", "--stride", "1"], "--stride 1"),
+    (["--resume", "--overwrite"], "--resume"),
+])
+def test_impossible_combinations(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.resolve_options(train.build_parser(), argv)
+    assert stop.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def expect_error(argv, capsys, fragment):
+    code, _, err = run_cli(train.main, argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+
+
+def test_bad_inputs_fail_in_one_line(prepared_market, in_tmp, capsys, tmp_path_factory):
+    expect_error(["--data_dir", in_tmp / "nowhere", *FAST], capsys, "prepare.py")
+    expect_error(["--data_dir", prepared_market, *FAST, "--backbone", "resnet51"], capsys, "mobilenet_v3")
+    expect_error(["--data_dir", prepared_market, *FAST, "--batchsize", "100000"], capsys, "--batchsize")
+    expect_error(["--data_dir", prepared_market, *FAST, "--gpu_ids", "x"], capsys, "--gpu_ids")
+    single = tmp_path_factory.mktemp("single")
+    for split in ("train", "val"):
+        label = sorted(os.listdir(prepared_market / split))[0]
+        os.makedirs(single / split / label)
+        for name in os.listdir(prepared_market / split / label):
+            (single / split / label / name).write_bytes((prepared_market / split / label / name).read_bytes())
+    expect_error(["--data_dir", single, *FAST], capsys, "at least 2 identities")
+
+
+def test_unreadable_image_is_named(prepared_market, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for label in os.listdir(prepared_market / split):
+            os.makedirs(data / split / label)
+            for name in os.listdir(prepared_market / split / label):
+                (data / split / label / name).write_bytes((prepared_market / split / label / name).read_bytes())
+    label = sorted(os.listdir(data / "train"))[0]
+    broken = data / "train" / label / sorted(os.listdir(data / "train" / label))[0]
+    broken.write_bytes(b"not a jpeg")
+    monkeypatch.chdir(tmp_path)
+    expect_error(["--data_dir", data, *FAST], capsys, str(broken))

@@ -1,0 +1,313 @@
+"""Stage 3: train a re-ID network as an identity classifier on ROOT/pytorch/train (or train_all).
+
+Usage (the course's command, on a GPU):
+    python train.py --gpu_ids 0 --name ft_ResNet50 --train_all --batchsize 32 --data_dir ../Market/pytorch
+On the CPU, with the toy set (README command 1 does this):
+    python train.py --gpu_ids -1 --name toy_resnet18 --data_dir data/Market/pytorch --backbone resnet18 \
+        --no_pretrained --total_epoch 12 --lr 0.1 --seed 0
+Continue an interrupted run:   python train.py --name toy_resnet18 --resume
+
+Reads:  DATA_DIR/{train or train_all, val}/<pid>/*.jpg (written by prepare.py).
+Writes: model/NAME/ (relative to the current directory):
+        opts.yaml      every resolved option, nclasses, input size, library versions (test.py rebuilds from it)
+        net_010.pth …  the model's state_dict every 10 epochs; net_last.pth after every epoch
+        state_last.pth model, optimizer, scheduler, AMP scaler, epoch, RNG states: what --resume needs
+        train.jpg      loss and top-1 error, train and val;  summary.csv  one row per epoch
+Every file is written under a temporary name and renamed, so a crash never leaves a truncated file.
+
+A correct run prints, per epoch, a progress bar for each phase and a line like:
+    epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  lr 0.0100  21.4 s
+"""
+import argparse
+import os
+import shutil
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import datasets
+from tqdm import tqdm
+
+import model as models
+import utils
+from utils import UserError
+
+RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
+LEGACY_FLAGS = {spec.legacy_flag: name for name, spec in models.BACKBONES.items() if spec.legacy_flag}
+STATE = "state_last.pth"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Train a person re-ID model (stage 3).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--gpu_ids", default="0", help="GPU ids such as 0 or 0,1; -1 for the CPU (also the fallback)")
+    p.add_argument("--name", default="ft_ResNet50", help="run name: files go to model/NAME/")
+    p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
+    p.add_argument("--train_all", action="store_true", help="train on train_all (train + val)")
+    p.add_argument("--batchsize", type=int, default=32, help="pictures per batch (the last partial batch is dropped)")
+    p.add_argument("--total_epoch", type=int, default=60, help="number of epochs")
+    p.add_argument("--lr", type=float, default=0.05,
+                   help="learning rate of the head; a pretrained backbone gets 0.1x (a random one the same)")
+    p.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
+    p.add_argument("--warm_epoch", type=int, default=0, help="epochs over which the loss weight ramps 0.1 -> 1")
+    p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay instead of x0.1 at 2/3")
+    p.add_argument("--color_jitter", action="store_true", help="add colour jitter to the augmentation")
+    p.add_argument("--erasing_p", type=float, default=0.0, help="random erasing probability (0 = off)")
+    p.add_argument("--droprate", type=float, default=0.5, help="dropout rate in the head")
+    p.add_argument("--linear_num", type=int, default=512, help="bottleneck width (<= 0: no bottleneck Linear)")
+    p.add_argument("--stride", type=int, choices=[1, 2], default=2, help="stride of the last stage (1 = finer)")
+    p.add_argument("--backbone", default="resnet50", help=f"one of: {', '.join(models.BACKBONES)}")
+    for flag, name in LEGACY_FLAGS.items():
+        p.add_argument(f"--{flag}", action="store_true", help=f"same as --backbone {name}")
+    p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
+    p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
+    p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights on CPU")
+    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
+    p.add_argument("--resume", action="store_true", help="continue model/NAME from its last finished epoch")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing model/NAME and start again")
+    return p
+
+
+def resolve_options(parser, argv):
+    """Parse, apply the legacy backbone aliases, refuse impossible combinations, merge a resumed run's opts."""
+    args = parser.parse_args(argv)
+    typed = utils.explicit_options(parser, argv)
+    legacy = [flag for flag in LEGACY_FLAGS if getattr(args, flag)]
+    if len(legacy) > 1 or (legacy and "backbone" in typed and args.backbone != LEGACY_FLAGS[legacy[0]]):
+        parser.error(f"choose one backbone: --{' and --'.join(legacy)}{' and --backbone' if 'backbone' in typed else ''}")
+    if legacy:
+        args.backbone = LEGACY_FLAGS[legacy[0]]
+    if args.fp16 and args.bf16:
+        parser.error("--fp16 and --bf16 exclude each other")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a run and --overwrite deletes it: pass one of them")
+    if args.batchsize < 1 or args.total_epoch < 1 or args.num_workers < 0:
+        parser.error("--batchsize and --total_epoch must be at least 1, --num_workers at least 0")
+    if args.resume:
+        saved = utils.load_yaml(os.path.join("model", args.name, "opts.yaml"), "train.py (this run never started)")
+        clashes = [k for k, v in typed.items() if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v]
+        if clashes:
+            parser.error(f"--resume keeps the run's options; drop --{', --'.join(clashes)} or start a new --name")
+        for key in vars(args):   # the run's own options, except runtime ones typed now
+            if key in saved and key not in typed:
+                setattr(args, key, saved[key])
+    if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
+        parser.error(f"--stride 1 is not available for {args.backbone}")
+    for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
+        setattr(args, flag, args.backbone == name)
+    return args
+
+
+def load_datasets(args, size):
+    """ImageFolder train and val sets, checked before any training: folders, identities, batch size, pictures."""
+    train_split = "train_all" if args.train_all else "train"
+    for split in (train_split, "val"):
+        if not os.path.isdir(os.path.join(args.data_dir, split)):
+            raise UserError(f"{os.path.join(args.data_dir, split)} does not exist",
+                            "pass --data_dir ROOT/pytorch as written by prepare.py --download_path ROOT")
+    train_set = datasets.ImageFolder(os.path.join(args.data_dir, train_split), utils.image_transforms(size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
+    val_set = datasets.ImageFolder(os.path.join(args.data_dir, "val"), utils.image_transforms(size))
+    if len(train_set.classes) < 2:
+        raise UserError(f"{args.data_dir}/{train_split} holds {len(train_set.classes)} identity",
+                        "a classifier needs at least 2 identities: check the dataset")
+    if args.batchsize > len(train_set):
+        raise UserError(f"--batchsize {args.batchsize} is larger than the {len(train_set)} training pictures",
+                        f"pass --batchsize {len(train_set)} or less")
+    unknown = sorted(set(val_set.classes) - set(train_set.classes))
+    if unknown:
+        raise UserError(f"val has identities that {train_split} lacks ({', '.join(unknown[:3])})",
+                        "rebuild the folders with prepare.py --force")
+    # val labels must be train's class indices even when val lacks an identity
+    val_set.samples = [(path, train_set.class_to_idx[val_set.classes[t]]) for path, t in val_set.samples]
+    val_set.targets = [t for _, t in val_set.samples]
+    utils.check_images([path for path, _ in train_set.samples + val_set.samples])
+    return train_set, val_set
+
+
+def make_loaders(args, train_set, val_set, device):
+    generator = torch.Generator()   # re-seeded every epoch, so the order depends on (seed, epoch) only
+    common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
+    return {"train": torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
+                                                 generator=generator, **common),
+            "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
+
+
+def build_optimizer(net, args):
+    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr."""
+    head = [p for n, p in net.named_parameters() if n.startswith("classifier")]
+    backbone = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
+    backbone_lr = args.lr if args.no_pretrained else 0.1 * args.lr   # nothing to preserve in random weights
+    optimizer = torch.optim.SGD([{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}],
+                                weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
+    if args.cosine:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.total_epoch, eta_min=0.01 * args.lr)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, max(1, args.total_epoch * 2 // 3), gamma=0.1)
+    return optimizer, scheduler
+
+
+def loss_and_scores(outputs, labels, criterion):
+    """Part models (PCB) give (N, parts, classes): one loss per part, summed; scores add the parts' softmax."""
+    if outputs.dim() == 3:
+        loss = sum(criterion(outputs[:, part], labels) for part in range(outputs.size(1)))
+        return loss, outputs.softmax(-1).sum(1)
+    return criterion(outputs, labels), outputs
+
+
+def run_epoch(net, loader, phase, ctx):
+    """One pass over ``loader``; trains when ``phase == "train"``. Returns mean loss, accuracy, seconds."""
+    training = phase == "train"
+    net.train(training)
+    total_loss, correct, seen, started = 0.0, 0, 0, time.time()
+    bar = tqdm(total=len(loader.dataset), desc=f"{phase:>5}", unit="img", leave=False, disable=not ctx["progress"])
+    with torch.set_grad_enabled(training):
+        for step, (images, labels) in enumerate(loader):
+            images = images.to(ctx["device"], non_blocking=True, memory_format=ctx["memory_format"])
+            labels = labels.to(ctx["device"], non_blocking=True)
+            with ctx["autocast"]():
+                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"])
+            if training:
+                ctx["optimizer"].zero_grad(set_to_none=True)
+                ctx["scaler"].scale(loss * ctx["warm"](step)).backward()
+                ctx["scaler"].step(ctx["optimizer"])
+                ctx["scaler"].update()
+            total_loss += loss.item() * len(labels)
+            correct += (scores.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            bar.update(len(labels))
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seconds": time.time() - started}
+
+
+def warm_schedule(args, epoch, steps_per_epoch):
+    """layumi's warm-up: the loss weight grows from 0.1 to 1 over --warm_epoch epochs (stateless: resumable)."""
+    warm_steps = args.warm_epoch * steps_per_epoch
+    done = epoch * steps_per_epoch
+    return lambda step: min(1.0, 0.1 + 0.9 * (done + step + 1) / warm_steps) if done + step < warm_steps else 1.0
+
+
+def epoch_seed(seed, epoch):
+    """A seed of its own for every epoch: a resumed run draws exactly what an uninterrupted one does."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def save_checkpoints(run_dir, net, epoch, args, history, ctx):
+    """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
+    weights = {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()}
+    names = [utils.checkpoint_name("last")] + ([utils.checkpoint_name(epoch)] if epoch % 10 == 0 else [])
+    for name in names:
+        utils.atomic_write(os.path.join(run_dir, name), lambda tmp: torch.save(weights, tmp))
+    state = {"epoch": epoch, "model": weights, "optimizer": ctx["optimizer"].state_dict(),
+             "scheduler": ctx["scheduler"].state_dict(), "scaler": ctx["scaler"].state_dict(),
+             "history": history, "rng": utils.rng_states()}
+    utils.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
+
+
+def restore(run_dir, net, ctx):
+    """Load state_last.pth into the model, optimizer, scheduler and scaler; returns (epoch, history)."""
+    path = os.path.join(run_dir, STATE)
+    if not os.path.isfile(path):
+        print(f"{path} does not exist (stopped during the first epoch): starting from epoch 1")
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    unwrap(net).load_state_dict(state["model"])
+    for key in ("optimizer", "scheduler", "scaler"):
+        ctx[key].load_state_dict(state[key])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["epoch"], state["history"]
+
+
+def unwrap(net):
+    return net.module if isinstance(net, nn.DataParallel) else net
+
+
+def prepare_run_dir(args):
+    run_dir = os.path.join("model", args.name)
+    if os.path.exists(run_dir) and not args.resume:
+        if not args.overwrite:
+            raise UserError(f"{run_dir} already exists", "pass --resume to continue it or --overwrite to start again")
+        shutil.rmtree(run_dir)
+    if args.resume and not os.path.isdir(run_dir):
+        raise UserError(f"{run_dir} does not exist, so there is nothing to resume", "drop --resume")
+    os.makedirs(run_dir, exist_ok=True)
+    for leftover in os.listdir(run_dir):   # temporary files of a run killed while writing
+        if ".tmp-" in leftover:
+            os.remove(os.path.join(run_dir, leftover))
+    return run_dir
+
+
+def training_context(args, net, device):
+    """Everything run_epoch needs besides the data: device, precision, loss, optimizer, scheduler."""
+    cuda = device.type == "cuda"
+    amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+    if amp_dtype is not None and not cuda:
+        print("note: --fp16/--bf16 need CUDA; training in float32 on the CPU")
+    use_amp = amp_dtype is not None and cuda
+    optimizer, scheduler = build_optimizer(net, args)
+    return {"device": device, "criterion": nn.CrossEntropyLoss(), "optimizer": optimizer, "scheduler": scheduler,
+            "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
+            "autocast": (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
+            "memory_format": torch.channels_last if cuda else torch.contiguous_format, "progress": True}
+
+
+def fit(net, loaders, ctx, args, run_dir, start, history):
+    """The epoch loop: train, step the schedule, validate, save, report."""
+    for epoch in range(start, args.total_epoch):
+        utils.set_seed(epoch_seed(args.seed, epoch), deterministic=ctx["device"].type == "cpu")
+        loaders["train"].generator.manual_seed(epoch_seed(args.seed, epoch))
+        ctx["warm"] = warm_schedule(args, epoch, len(loaders["train"]))
+        lr = ctx["optimizer"].param_groups[-1]["lr"]
+        train_stats = run_epoch(net, loaders["train"], "train", ctx)
+        ctx["scheduler"].step()
+        val_stats = run_epoch(net, loaders["val"], "val", ctx)
+        history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
+                        **{f"val_{k}": v for k, v in val_stats.items()}})
+        save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
+        utils.write_csv(os.path.join(run_dir, "summary.csv"), history)
+        utils.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
+        print(f"epoch {epoch + 1}/{args.total_epoch}  train loss {train_stats['loss']:.3f} acc {train_stats['acc']:.3f}"
+              f"  val loss {val_stats['loss']:.3f} acc {val_stats['acc']:.3f}  lr {lr:.4f}"
+              f"  {train_stats['seconds'] + val_stats['seconds']:.1f} s")
+    return history
+
+
+def build_network(args, spec, nclasses, device):
+    utils.set_seed(args.seed, deterministic=device.type == "cpu")
+    torch.backends.cudnn.benchmark = device.type == "cuda"   # fast kernels on GPU; determinism is a CPU promise
+    net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
+                             args.stride).to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
+
+
+@utils.cli_main
+def main(argv=None):
+    args = resolve_options(build_parser(), argv)
+    spec = models.get_backbone(args.backbone)
+    device, gpu_ids = utils.select_device(args.gpu_ids)
+    train_set, val_set = load_datasets(args, spec.input_size)
+    run_dir = prepare_run_dir(args)
+    net = build_network(args, spec, len(train_set.classes), device)
+    ctx = training_context(args, net, device)
+    if len(gpu_ids) > 1:
+        net = nn.DataParallel(net, device_ids=gpu_ids)
+    start, history = restore(run_dir, net, ctx) if args.resume else (0, [])
+    opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
+            "feature_dim": spec.feature_dim(args.linear_num), "torch": str(torch.__version__),
+            "torchvision": str(__import__("torchvision").__version__)}
+    utils.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
+    if start >= args.total_epoch:
+        print(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do")
+        return run_dir
+    print(f"{args.backbone} on {device}: {len(train_set)} training pictures of {len(train_set.classes)} "
+          f"identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
+    fit(net, make_loaders(args, train_set, val_set, device), ctx, args, run_dir, start, history)
+    print(f"done: {run_dir}/net_last.pth")
+    return run_dir
+
+
+if __name__ == "__main__":
+    main()
