@@ -350,6 +350,15 @@ BACKBONES = {spec.name: spec for spec in [
 ]}
 
 
+LEGACY_FLAGS = {spec.legacy_flag: name for name, spec in BACKBONES.items() if spec.legacy_flag}
+
+
+def backbone_from_legacy(options):
+    """The backbone an options mapping selects with layumi's booleans (``use_dense: true``...), or None."""
+    chosen = [name for flag, name in LEGACY_FLAGS.items() if options.get(flag)]
+    return chosen[0] if chosen else None
+
+
 def get_backbone(name):
     """The registry entry for ``name``; one line listing the valid names when it is unknown."""
     if name not in BACKBONES:

@@ -35,7 +35,7 @@ import utils
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
-LEGACY_FLAGS = {spec.legacy_flag: name for name, spec in models.BACKBONES.items() if spec.legacy_flag}
+LEGACY_FLAGS = models.LEGACY_FLAGS
 STATE = "state_last.pth"
 
 

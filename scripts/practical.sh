@@ -15,3 +15,11 @@ TRAIN=(python train.py --gpu_ids -1 --name toy_mobilenet --data_dir "$DATA/Marke
        --backbone mobilenet_v3 --no_pretrained --batchsize 32 --lr 0.02 --warm_epoch 1 --total_epoch 15 --seed 0)
 if [ -f model/toy_mobilenet/opts.yaml ]; then TRAIN+=(--resume); fi   # a second run continues or does nothing
 step "3. train" "${TRAIN[@]}"
+
+# Stages 4-5: features of every query and gallery picture, then Rank@k and mAP.
+step "4. extract features and evaluate" python test.py --gpu_ids -1 --name toy_mobilenet \
+    --test_dir "$DATA/Market/pytorch" --which_epoch last --batchsize 64 --multi
+step "5a. evaluate again, torchreid's AP convention" python evaluate_gpu.py --gpu_ids -1 --ap standard
+step "5b. evaluate with k-reciprocal re-ranking" python evaluate_gpu.py --gpu_ids -1 --rerank
+step "5c. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gpu_ids -1 --name toy_mobilenet \
+    --test_dir "$DATA/DukeMTMC-reID/pytorch" --output duke_result.mat

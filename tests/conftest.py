@@ -63,3 +63,29 @@ def prepared_market(toy_market_source, tmp_path_factory):
     root = shutil.copytree(toy_market_source, tmp_path_factory.mktemp("prepared") / "Market")
     prepare.main(["--download_path", str(root)])
     return root / "pytorch"
+
+
+@pytest.fixture(scope="session")
+def prepared_duke(toy_duke_source, tmp_path_factory):
+    import prepare_Duke
+
+    root = shutil.copytree(toy_duke_source, tmp_path_factory.mktemp("prepared") / "DukeMTMC-reID")
+    prepare_Duke.main(["--download_path", str(root)])
+    return root / "pytorch"
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(prepared_market, tmp_path_factory):
+    """A folder whose model/toy/ holds a 2-epoch mobilenet_v3 run on the small toy Market."""
+    import train
+
+    workdir = tmp_path_factory.mktemp("work")
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        train.main(["--data_dir", str(prepared_market), "--name", "toy", "--gpu_ids", "-1", "--backbone",
+                    "mobilenet_v3", "--no_pretrained", "--batchsize", "8", "--num_workers", "0",
+                    "--total_epoch", "2", "--lr", "0.02"])
+    finally:
+        os.chdir(previous)
+    return workdir

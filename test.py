@@ -1,0 +1,214 @@
+"""Stage 4: extract features of the query and gallery pictures with a trained model, then evaluate.
+
+Usage:
+    python test.py --gpu_ids 0 --name ft_ResNet50 --test_dir ../Market/pytorch --which_epoch last --batchsize 256
+    python test.py --gpu_ids -1 --name toy_mobilenet --test_dir data/Market/pytorch --multi
+    python test.py --gpu_ids -1 --name toy_mobilenet --test_dir data/DukeMTMC-reID/pytorch   # cross-dataset
+
+Reads:  model/NAME/opts.yaml and model/NAME/net_<epoch>.pth (written by train.py, or by layumi's
+        original train.py), and TEST_DIR/{query,gallery[,multi-query]}/<pid>/*.jpg (written by prepare.py).
+Writes: pytorch_result.mat (--output): gallery_f float32 [Ng, D], gallery_label / gallery_cam int64 [1, Ng],
+        query_f, query_label, query_cam, and provenance (model_name, which_epoch, opts, created, run_id);
+        with --multi also multi_query.mat (mquery_f mquery_label mquery_cam) beside it, before evaluating;
+        appends the scores to model/NAME/result.txt.
+The model is rebuilt through model.py's registry from: defaults <- opts.yaml <- flags typed here.
+A feature is the head's bottleneck output summed over the picture and its mirror image (and the
+--ms scales), then L2-normalised; PCB: each stripe normalised, times sqrt(6), concatenated.
+
+A correct run prints a progress bar per split, then:
+    wrote pytorch_result.mat: 303 queries, 996 gallery pictures, 512-d features
+    Rank@1:0.683168 Rank@5:0.861386 Rank@10:0.910891 mAP:0.512345
+    Rank@20:0.950495 mINP:0.201234 AP:trapezoid queries:303 without a correct match:0
+"""
+import argparse
+import datetime
+import math
+import os
+import uuid
+
+import torch
+import torch.nn.functional as F
+from torchvision import datasets
+from tqdm import tqdm
+
+import evaluate_gpu
+import model as models
+import utils
+from utils import UserError
+
+MODEL_OPTIONS = ("backbone", "stride", "linear_num", "droprate", "fp16", "bf16", "nclasses")
+DEFAULTS = {"backbone": "resnet50", "stride": 2, "linear_num": 512, "droprate": 0.5, "fp16": False, "bf16": False}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Extract re-ID features and evaluate them (stage 4).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--gpu_ids", default="0", help="GPU id, or -1 for the CPU (also the fallback)")
+    p.add_argument("--name", default="ft_ResNet50", help="run name: reads model/NAME/")
+    p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
+    p.add_argument("--which_epoch", default="last", help="checkpoint to load: last, or an epoch such as 60 or 060")
+    p.add_argument("--batchsize", type=int, default=256, help="pictures per forward pass")
+    p.add_argument("--multi", action="store_true", help="also extract multi-query (Market gt_bbox) features")
+    p.add_argument("--ms", default="1", help="comma-separated scales whose features are summed, e.g. 1,1.1")
+    p.add_argument("--output", default="pytorch_result.mat", help="where to write the features")
+    p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid", help="AP convention, as in evaluate_gpu.py")
+    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
+    p.add_argument("--backbone", default=None, help="override opts.yaml's backbone (one of model.BACKBONES)")
+    for flag, name in models.LEGACY_FLAGS.items():
+        p.add_argument(f"--{flag}", action="store_true", help=f"same as --backbone {name}")
+    p.add_argument("--stride", type=int, choices=[1, 2], default=None, help="override opts.yaml's stride")
+    p.add_argument("--linear_num", type=int, default=None, help="override opts.yaml's bottleneck width")
+    p.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA (also taken from opts.yaml)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA (also taken from opts.yaml)")
+    return p
+
+
+def model_options(parser, argv, args):
+    """defaults <- opts.yaml <- what was typed; a layumi opts.yaml selects its backbone with booleans."""
+    run_dir = os.path.join("model", args.name)
+    saved = utils.load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {args.name}")
+    typed = utils.explicit_options(parser, argv)
+    options = {**DEFAULTS, **{k: saved[k] for k in MODEL_OPTIONS if k in saved},
+               **{k: v for k, v in typed.items() if k in MODEL_OPTIONS}}
+    options["backbone"] = (typed.get("backbone") or models.backbone_from_legacy(typed) or saved.get("backbone")
+                           or models.backbone_from_legacy(saved) or DEFAULTS["backbone"])
+    if "nclasses" not in options:
+        raise UserError(f"{run_dir}/opts.yaml has no nclasses", "add the number of training identities to it")
+    models.get_backbone(options["backbone"])
+    return options
+
+
+def checkpoint_path(run_dir, which_epoch):
+    """model/NAME/net_<epoch>.pth for last, 60 or 060; a missing one lists the epochs that exist."""
+    if which_epoch != "last" and not which_epoch.isdigit():
+        raise UserError(f"--which_epoch {which_epoch} is neither 'last' nor a number", "pass e.g. last, 60 or 060")
+    path = os.path.join(run_dir, utils.checkpoint_name(which_epoch))
+    if not os.path.isfile(path):
+        found = sorted(n[4:-4] for n in os.listdir(run_dir) if n.startswith("net_") and n.endswith(".pth"))
+        raise UserError(f"{path} does not exist", f"pass --which_epoch with one of: {', '.join(found) or 'none saved yet'}")
+    return path
+
+
+def load_trained_model(args, options, device):
+    """Rebuild the network from the registry and load the checkpoint; returns it in eval mode."""
+    run_dir = os.path.join("model", args.name)
+    path = checkpoint_path(run_dir, str(args.which_epoch))
+    net = models.build_model(options["backbone"], options["nclasses"], pretrained=False,
+                             droprate=options["droprate"], linear_num=options["linear_num"], stride=options["stride"])
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state and all(key.startswith("module.") for key in state):   # saved from a DataParallel wrapper
+        state = {key[len("module."):]: value for key, value in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise UserError(f"{path} does not fit a {options['backbone']} model as opts.yaml describes it ({first})",
+                        "pass the backbone flags it was trained with (e.g. --use_dense, --linear_num)") from None
+    return net.to(device).eval()
+
+
+def pictures(test_dir, split, size):
+    """ImageFolder of one split, with pids and cameras read from the file names (either benchmark rule)."""
+    folder = os.path.join(test_dir, split)
+    if not os.path.isdir(folder):
+        hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
+        raise UserError(f"{folder} does not exist", hint)
+    dataset = datasets.ImageFolder(folder, utils.image_transforms(size))
+    names = [utils.parse_image_name(path) for path, _ in dataset.samples]
+    utils.check_images([path for path, _ in dataset.samples])
+    return dataset, [n.pid for n in names], [n.camid for n in names]
+
+
+@torch.inference_mode()
+def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features"):
+    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU)."""
+    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype and device.type == "cuda" else None
+    chunks = []
+    with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            total = 0
+            for view in (images, images.flip(3)):
+                for scale in scales:
+                    scaled = view if scale == 1 else F.interpolate(view, scale_factor=scale, mode="bicubic",
+                                                                   align_corners=False)
+                    if autocast:
+                        with autocast:
+                            total = total + net.features(scaled).float()
+                    else:
+                        total = total + net.features(scaled).float()
+            chunks.append(normalise(total).cpu())
+            bar.update(len(images))
+    return torch.cat(chunks)
+
+
+def normalise(features):
+    """Unit length; PCB's (N, 2048, parts) stripes each get length 1/sqrt(parts), then are concatenated."""
+    if features.dim() == 3:
+        parts = features.shape[2]
+        features = features / (features.norm(dim=1, keepdim=True) * math.sqrt(parts))
+        return features.reshape(len(features), -1)
+    return F.normalize(features, dim=1)
+
+
+def parse_scales(text):
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        scales = []
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--ms {text} is not a list of positive scales", "pass e.g. --ms 1 or --ms 1,1.1,1.2")
+    return scales
+
+
+def record_result(args, lines):
+    """Append the scores to model/NAME/result.txt, with what produced them."""
+    with open(os.path.join("model", args.name, "result.txt"), "a") as handle:
+        handle.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} epoch {args.which_epoch} test_dir {args.test_dir}"
+                     f" ms {args.ms}{' multi' if args.multi else ''}\n" + "\n".join(lines) + "\n")
+
+
+@utils.cli_main
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    scales = parse_scales(args.ms)
+    if args.batchsize < 1 or args.num_workers < 0:
+        parser.error("--batchsize must be at least 1 and --num_workers at least 0")
+    options = model_options(parser, argv, args)
+    spec = models.get_backbone(options["backbone"])
+    device, _ = utils.select_device(args.gpu_ids)
+    splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
+    data = {split: pictures(args.test_dir, split, spec.input_size) for split in splits}
+    net = load_trained_model(args, options, device)
+    amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
+    features = {split: extract_features(net, data[split][0], device, args.batchsize, scales, args.num_workers,
+                                        amp_dtype, desc=split).numpy() for split in splits}
+    provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": utils.FEATURES_FORMAT,
+                  "opts": repr(options), "created": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
+                  "run_id": uuid.uuid4().hex}
+    arrays = {f"{prefix}_{key}": value for split, prefix in (("gallery", "gallery"), ("query", "query"))
+              for key, value in zip(("f", "label", "cam"), (features[split], *data[split][1:]))}
+    utils.save_features(args.output, arrays, provenance)
+    multi_path = None
+    if args.multi:
+        multi_path = os.path.join(os.path.dirname(args.output) or ".", "multi_query.mat")
+        utils.save_features(multi_path, {"mquery_f": features["multi-query"], "mquery_label": data["multi-query"][1],
+                                         "mquery_cam": data["multi-query"][2]}, provenance)
+    print(f"wrote {args.output}: {len(features['query'])} queries, {len(features['gallery'])} gallery pictures, "
+          f"{features['query'].shape[1]}-d features" + (f"; and {multi_path}" if multi_path else ""))
+    result = utils.load_features(args.output)
+    lines = []
+    for multi in ([None, multi_path] if multi_path else [None]):
+        evaluation = argparse.Namespace(multi=multi, rerank=False, ap=args.ap)
+        lines += ([f"multi-query ({multi_path}):"] if multi else []) + evaluate_gpu.summary_lines(
+            evaluate_gpu.run(evaluation, result, device))
+    print("\n".join(lines))
+    record_result(args, lines)
+    return args.output
+
+
+if __name__ == "__main__":
+    main()
