@@ -353,6 +353,13 @@ BACKBONES = {spec.name: spec for spec in [
 LEGACY_FLAGS = {spec.legacy_flag: name for name, spec in BACKBONES.items() if spec.legacy_flag}
 
 
+def add_backbone_arguments(parser, default):
+    """``--backbone NAME`` and layumi's booleans (``--use_dense``...) as its aliases, for train.py and test.py."""
+    parser.add_argument("--backbone", default=default, help=f"one of: {', '.join(BACKBONES)}")
+    for flag, name in LEGACY_FLAGS.items():
+        parser.add_argument(f"--{flag}", action="store_true", help=f"same as --backbone {name}")
+
+
 def backbone_from_legacy(options):
     """The backbone an options mapping selects with layumi's booleans (``use_dense: true``...), or None."""
     chosen = [name for flag, name in LEGACY_FLAGS.items() if options.get(flag)]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+import utils
 from utils import (DUKE_RULE, MARKET_RULE, NAME_PARSERS, TOY_MANIFEST, NameRuleError, UserError, cli_main,
                    is_image_file)
 
@@ -183,14 +184,6 @@ def split_counts(splits):
     return {split: [len(entries), len({e.label for e in entries})] for split, entries in splits.items()}
 
 
-def read_manifest(output):
-    try:
-        with open(os.path.join(output, MANIFEST)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 def build_tree(root, splits, link, manifest):
     """Place every file into ROOT/.pytorch.partial, then swap it in for ROOT/pytorch."""
     partial, output, old = (os.path.join(root, name) for name in (PARTIAL, OUTPUT, OLD))
@@ -248,7 +241,7 @@ def run(argv, benchmark):
     manifest = {"benchmark": spec.title, "link": args.link, "format_version": FORMAT_VERSION,
                 "source_digest": source_digest(splits, args.link), "splits": counts}
     output = os.path.join(root, OUTPUT)
-    previous = read_manifest(output)
+    previous = utils.read_json(os.path.join(output, MANIFEST))
     if previous == manifest and not args.force:
         print(counts_table(counts))
         print(f"{output} is already up to date for this source; nothing to do (--force rebuilds it)")

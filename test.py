@@ -53,9 +53,7 @@ def build_parser():
     p.add_argument("--output", default="pytorch_result.mat", help="where to write the features")
     p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid", help="AP convention, as in evaluate_gpu.py")
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
-    p.add_argument("--backbone", default=None, help="override opts.yaml's backbone (one of model.BACKBONES)")
-    for flag, name in models.LEGACY_FLAGS.items():
-        p.add_argument(f"--{flag}", action="store_true", help=f"same as --backbone {name}")
+    models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     p.add_argument("--stride", type=int, choices=[1, 2], default=None, help="override opts.yaml's stride")
     p.add_argument("--linear_num", type=int, default=None, help="override opts.yaml's bottleneck width")
     p.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA (also taken from opts.yaml)")

@@ -38,7 +38,7 @@ import scipy.io
 from tqdm import tqdm
 
 import toy_render
-from utils import TOY_MANIFEST, UserError, cli_main
+from utils import TOY_MANIFEST, UserError, cli_main, read_json
 
 FORMAT_VERSION = 1
 
@@ -262,15 +262,6 @@ def settings_of(args):
             **{key: getattr(args, key) for key in keys}}
 
 
-def existing_settings(root):
-    """The settings of a toy dataset already at ``root``; None when there is none."""
-    try:
-        with open(os.path.join(root, TOY_MANIFEST)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 def summary_table(shots, dataset, cameras):
     """Rows of images / identities / cameras per folder, as printed at the end."""
     lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
@@ -297,7 +288,7 @@ def main(argv=None):
     check_args(parser, args)
     root = os.path.join(args.out, LAYOUTS[args.dataset].folder)
     if os.path.exists(root):
-        found = existing_settings(root)
+        found = read_json(os.path.join(root, TOY_MANIFEST))
         if found is None:
             raise UserError(f"{root} exists and is not a toy dataset made by this script",
                             "choose another --out; a real dataset is never overwritten")

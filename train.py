@@ -58,9 +58,7 @@ def build_parser():
     p.add_argument("--droprate", type=float, default=0.5, help="dropout rate in the head")
     p.add_argument("--linear_num", type=int, default=512, help="bottleneck width (<= 0: no bottleneck Linear)")
     p.add_argument("--stride", type=int, choices=[1, 2], default=2, help="stride of the last stage (1 = finer)")
-    p.add_argument("--backbone", default="resnet50", help=f"one of: {', '.join(models.BACKBONES)}")
-    for flag, name in LEGACY_FLAGS.items():
-        p.add_argument(f"--{flag}", action="store_true", help=f"same as --backbone {name}")
+    models.add_backbone_arguments(p, default="resnet50")
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
     p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")

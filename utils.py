@@ -200,6 +200,17 @@ def parse_image_name(filename):
                         "rename or remove the file")
 
 
+def read_json(path):
+    """A JSON file's content, or None when it is missing or broken (callers then rebuild it)."""
+    import json
+
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
 def is_image_file(filename):
     """True for the image types the datasets use; other files (e.g. Thumbs.db) are ignored."""
     return filename.lower().endswith(IMAGE_SUFFIXES)
