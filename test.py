@@ -28,7 +28,6 @@ import uuid
 
 import torch
 import torch.nn.functional as F
-from torchvision import datasets
 from tqdm import tqdm
 
 import evaluate_gpu
@@ -111,7 +110,7 @@ def pictures(test_dir, split, size):
     if not os.path.isdir(folder):
         hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
         raise UserError(f"{folder} does not exist", hint)
-    dataset = datasets.ImageFolder(folder, utils.image_transforms(size))
+    dataset = utils.image_folder(folder, utils.image_transforms(size))
     names = [utils.parse_image_name(path) for path, _ in dataset.samples]
     utils.check_images([path for path, _ in dataset.samples])
     return dataset, [n.pid for n in names], [n.camid for n in names]

@@ -27,7 +27,6 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from torch import nn
-from torchvision import datasets
 from tqdm import tqdm
 
 import model as models
@@ -106,8 +105,9 @@ def load_datasets(args, size):
         if not os.path.isdir(os.path.join(args.data_dir, split)):
             raise UserError(f"{os.path.join(args.data_dir, split)} does not exist",
                             "pass --data_dir ROOT/pytorch as written by prepare.py --download_path ROOT")
-    train_set = datasets.ImageFolder(os.path.join(args.data_dir, train_split), utils.image_transforms(size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
-    val_set = datasets.ImageFolder(os.path.join(args.data_dir, "val"), utils.image_transforms(size))
+    train_set = utils.image_folder(os.path.join(args.data_dir, train_split), utils.image_transforms(
+        size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
+    val_set = utils.image_folder(os.path.join(args.data_dir, "val"), utils.image_transforms(size))
     if len(train_set.classes) < 2:
         raise UserError(f"{args.data_dir}/{train_split} holds {len(train_set.classes)} identity",
                         "a classifier needs at least 2 identities: check the dataset")

@@ -437,3 +437,15 @@ def provenance_line(result):
     if not result.get("model_name"):
         return "no provenance recorded (written by another tool)"
     return f"model {result['model_name']}, epoch {result.get('which_epoch', '?')}, made {result.get('created', '?')}"
+
+
+def image_folder(folder, transform=None):
+    """torchvision's ImageFolder (sorted identity folders, sorted files) with one-line errors."""
+    from torchvision.datasets import ImageFolder
+
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} does not exist", "pass the pytorch/ folder written by prepare.py")
+    try:
+        return ImageFolder(folder, transform)
+    except FileNotFoundError as err:   # an empty identity folder, or no picture at all
+        raise UserError(f"{folder}: {err}", "rebuild it with prepare.py --force") from None

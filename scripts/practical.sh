@@ -23,3 +23,8 @@ step "5a. evaluate again, torchreid's AP convention" python evaluate_gpu.py --gp
 step "5b. evaluate with k-reciprocal re-ranking" python evaluate_gpu.py --gpu_ids -1 --rerank
 step "5c. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gpu_ids -1 --name toy_mobilenet \
     --test_dir "$DATA/DukeMTMC-reID/pytorch" --output duke_result.mat
+
+# Stage 6: look at a ranking, and at where the model fails.
+step "6a. one query's ranking" python demo.py --query_index 7 --test_dir "$DATA/Market/pytorch" --out show.png
+step "6b. the error-analysis report" python demo.py --report --test_dir "$DATA/Market/pytorch" --out report
+printf '\nopen show.png and report/index.html to look at the results\n'

@@ -84,7 +84,7 @@ def test_flip_and_scales_are_summed(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, size=(16, 8, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(folder / "a.png")
     Image.fromarray(pixels[:, ::-1]).save(folder / "b.png")
-    dataset = stage4.datasets.ImageFolder(tmp_path / "split", utils.image_transforms((16, 8)))
+    dataset = utils.image_folder(str(tmp_path / "split"), utils.image_transforms((16, 8)))
     single = stage4.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2)
     assert torch.allclose(single[0], single[1], atol=1e-5)
     assert torch.allclose(single.norm(dim=1), torch.ones(2))

@@ -1,0 +1,164 @@
+"""The HTML error-analysis report of ``python demo.py --report``: one folder that opens from disk.
+
+index.html shows the summary metrics and their AP convention, a CMC curve, a histogram of per-query
+AP, the Rank-1 matrix per camera pair (query camera x gallery camera), the worst queries with their
+ranked strips, and a per-query table that sorts when a header is clicked (a few lines of plain
+JavaScript; no framework, no network). Every text taken from the data is HTML-escaped, so a crafted
+file name cannot inject markup or script.
+"""
+import html
+import os
+
+import numpy as np
+
+import evaluate_gpu
+import utils
+
+WORST = 8
+
+
+def camera_pair_rank1(result):
+    """Rank-1 for each (query camera, gallery camera): the gallery restricted to one camera.
+
+    Returns (cameras, matrix); a cell is NaN where no query has a correct match in that camera
+    (the diagonal always: same-camera matches are junk).
+    """
+    cameras = sorted(set(result["query_cam"].tolist()) | set(result["gallery_cam"].tolist()))
+    matrix = np.full((len(cameras), len(cameras)), np.nan)
+    for column, camera in enumerate(cameras):
+        keep = result["gallery_cam"] == camera
+        if not keep.any():
+            continue
+        metrics = evaluate_gpu.evaluate(result["query_f"], result["query_label"], result["query_cam"],
+                                        result["gallery_f"][keep], result["gallery_label"][keep],
+                                        result["gallery_cam"][keep])
+        for row, query_camera in enumerate(cameras):
+            chosen = (result["query_cam"] == query_camera) & metrics.valid
+            if chosen.any():
+                matrix[row, column] = float((metrics.first_correct[chosen] == 0).mean())
+    return cameras, matrix
+
+
+def save_plots(folder, metrics):
+    """cmc.png and ap.png, drawn headless."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    shown = min(50, len(metrics.cmc))
+    axis.plot(np.arange(1, shown + 1), metrics.cmc[:shown], "o-", markersize=3)
+    axis.set(xlabel="rank", ylabel="share of queries matched", title="CMC curve", ylim=(0, 1.02))
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "cmc.png"), dpi=100)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.hist(metrics.ap[metrics.valid], bins=20, range=(0, 1), color="#1f77b4")
+    axis.set(xlabel="average precision", ylabel="queries", title=f"AP per query ({metrics.convention})")
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "ap.png"), dpi=100)
+    plt.close(figure)
+
+
+def summary_rows(result, metrics):
+    rows = [("Rank@1", metrics.rank(1)), ("Rank@5", metrics.rank(5)), ("Rank@10", metrics.rank(10)),
+            ("Rank@20", metrics.rank(20)), ("mAP", metrics.mAP), ("mINP", metrics.mINP)]
+    cells = "".join(f'<tr><th>{name}</th><td id="{name}">{value:.6f}</td></tr>' for name, value in rows)
+    facts = [("AP convention", metrics.convention), ("queries", metrics.num_queries),
+             ("without a correct match", metrics.num_queries - metrics.num_valid),
+             ("gallery pictures", len(result["gallery_f"])), ("features", utils.provenance_line(result))]
+    return cells + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+
+
+def camera_table(cameras, matrix):
+    head = "".join(f"<th>gallery c{c}</th>" for c in cameras)
+    body = ""
+    for row, camera in enumerate(cameras):
+        cells = "".join("<td>—</td>" if np.isnan(v) else f'<td style="background:rgba(44,160,44,{v:.2f})">{v:.2f}</td>'
+                        for v in matrix[row])
+        body += f"<tr><th>query c{camera}</th>{cells}</tr>"
+    return f"<table class=matrix><tr><th></th>{head}</tr>{body}</table>"
+
+
+def worst_queries(folder, result, metrics, topk):
+    """Strips of the lowest-AP queries, saved as worst_<index>.png; returns their HTML."""
+    from demo import query_strip
+
+    candidates = np.flatnonzero(metrics.valid)
+    chosen = candidates[np.argsort(metrics.ap[candidates], kind="stable")][:WORST]
+    parts = []
+    for index in chosen:
+        canvas, _, _ = query_strip(result, int(index), topk)
+        canvas.save(os.path.join(folder, f"worst_{index}.png"))
+        caption = html.escape(f"query {index} ({os.path.basename(result['query_paths'][index])}): "
+                              f"AP {metrics.ap[index]:.3f}")
+        parts.append(f'<figure><img src="worst_{index}.png" alt="{caption}"><figcaption>{caption}</figcaption></figure>')
+    return "\n".join(parts)
+
+
+def query_table(result, metrics):
+    rows = []
+    for index in range(metrics.num_queries):
+        first = metrics.first_correct[index]
+        rows.append(f"<tr><td>{index}</td><td>{html.escape(os.path.basename(result['query_paths'][index]))}</td>"
+                    f"<td>{result['query_label'][index]}</td><td>{result['query_cam'][index]}</td>"
+                    f"<td>{metrics.ap[index]:.4f}</td><td>{first + 1 if first >= 0 else ''}</td></tr>")
+    head = "".join(f'<th data-kind="{kind}">{name}</th>' for name, kind in
+                   (("#", "number"), ("query picture", "text"), ("person", "number"), ("camera", "number"),
+                    ("AP", "number"), ("first correct rank", "number")))
+    return f'<table id="queries"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+SCRIPT = """
+window.onerror = function (message) { document.body.dataset.errors = (document.body.dataset.errors || "") + message; };
+document.querySelectorAll("#queries th").forEach(function (header, column) {
+  header.addEventListener("click", function () {
+    var body = document.querySelector("#queries tbody"), rows = Array.from(body.rows);
+    var numeric = header.dataset.kind === "number", ascending = header.dataset.order !== "ascending";
+    rows.sort(function (a, b) {
+      var x = a.cells[column].textContent, y = b.cells[column].textContent;
+      if (numeric) { x = x === "" ? Infinity : parseFloat(x); y = y === "" ? Infinity : parseFloat(y); }
+      return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    header.dataset.order = ascending ? "ascending" : "descending";
+  });
+});
+document.body.dataset.ready = "yes";
+"""
+STYLE = """body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} #queries th{cursor:pointer;background:#eee}
+figure{margin:1em 0} img{max-width:100%} .plots img{margin-right:1em}"""
+
+
+def write_report(result, folder, topk=10):
+    """Write ``folder``/index.html and its pictures; returns the page's path."""
+    metrics = result["metrics"]
+    os.makedirs(folder, exist_ok=True)
+    save_plots(folder, metrics)
+    cameras, matrix = camera_pair_rank1(result)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>re-ID report</title><style>{STYLE}</style></head>
+<body>
+<h1>Re-ID error analysis</h1>
+<h2>Summary</h2><table>{summary_rows(result, metrics)}</table>
+<div class=plots><img src="cmc.png" alt="CMC curve"><img src="ap.png" alt="AP histogram"></div>
+<h2>Rank-1 by camera pair</h2>
+<p>Each cell ranks only the gallery pictures of one camera. Same-camera matches are junk, hence the empty diagonal.</p>
+{camera_table(cameras, matrix)}
+<h2>The {WORST} worst queries</h2>
+<p>Green: the same person seen by another camera; red: someone else; junk is skipped, as in the evaluation.</p>
+{worst_queries(folder, result, metrics, topk)}
+<h2>Every query</h2><p>Click a column header to sort.</p>
+{query_table(result, metrics)}
+<script>{SCRIPT}</script>
+</body></html>
+"""
+    path = os.path.join(folder, "index.html")
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    utils.atomic_write(path, write)
+    print(f"wrote {path}: {metrics.num_queries} queries, {len(cameras)} cameras, {WORST} worst queries shown")
+    return path
