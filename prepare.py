@@ -117,7 +117,7 @@ def check_layout(root, spec):
         raise UserError(f"{root} has no {', '.join(m + '/' for m in missing)} but {nested[0]}/ inside it "
                         "looks like the dataset",
                         f"pass --download_path {os.path.join(root, nested[0])}")
-    raise UserError(f"{root} has no {', '.join(m + '/' for m in missing)} — is it the {spec.title} folder?",
+    raise UserError(f"{root} has no {', '.join(m + '/' for m in missing)}, so it is not the {spec.title} folder",
                     f"pass the folder that holds bounding_box_train/, bounding_box_test/ and query/; {spec.download_hint}")
 
 
