@@ -428,7 +428,7 @@ def load_features(path, multi=False, like=None):
         raise UserError(f"{path}: features of different lengths {sorted(widths)}", f"write it again with python {maker}")
     if like and result.get("run_id") != like.get("run_id"):
         raise UserError(f"{path} comes from another test.py run ({provenance_line(result)}) than the main result "
-                        f"({provenance_line(like)})", "run python test.py --multi again")
+                        f"({provenance_line(like)})", "write both files again with one run of python test.py --multi")
     return result
 
 

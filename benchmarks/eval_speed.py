@@ -70,12 +70,16 @@ def measure(task, sizes):
     return result
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--skip_dense", action="store_true", help="leave out the dense re-ranking baseline")
     parser.add_argument("--msmt_rerank", action="store_true", help="also re-rank at MSMT17 size")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     rows = [("evaluate", MARKET, "per-query loop"), ("per-query loop", MARKET, None), ("re-rank", MARKET, "dense")]
     rows += [] if args.skip_dense else [("dense", MARKET, None)]
     rows += [("evaluate", MSMT17, None)] + ([("re-rank", MSMT17, None)] if args.msmt_rerank else [])
