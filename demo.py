@@ -145,7 +145,7 @@ def query_strip(result, index, topk):
              for rank, (g, score, status) in enumerate(ranked, 1)]
     canvas, boxes = draw_strip(result["query_paths"][index], items, query_title(result, index),
                                query_caption=f"query\nperson {result['query_label'][index]}")
-    return canvas, boxes, items
+    return canvas, boxes, ranked
 
 
 def show_query(args):
@@ -154,11 +154,11 @@ def show_query(args):
     if not 0 <= args.query_index < count:
         raise UserError(f"--query_index {args.query_index} is outside this test run's queries",
                         f"pass a number from 0 to {count - 1}")
-    canvas, _, items = query_strip(result, args.query_index, args.topk)
+    canvas, _, ranked = query_strip(result, args.query_index, args.topk)
     print(query_title(result, args.query_index))
     print(f"  query  {result['query_paths'][args.query_index]}")
-    for rank, (path, caption, status) in enumerate(items, 1):
-        print(f"  {rank:>2}  {caption.split(chr(10))[1]}  {status:<7}  {path}")
+    for rank, (gallery_index, score, status) in enumerate(ranked, 1):
+        print(f"  {rank:>2}  {score:.3f}  {status:<7}  {result['gallery_paths'][gallery_index]}")
     out = args.out or "show.png"
     utils.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
     print(f"wrote {out}")

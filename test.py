@@ -121,7 +121,7 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
     """L2-normalised features of every picture in ``dataset`` (float32, on the CPU)."""
     loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype and device.type == "cuda" else None
+    use_amp = amp_dtype is not None and device.type == "cuda"
     chunks = []
     with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
         for images, _ in loader:
@@ -131,10 +131,7 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
                 for scale in scales:
                     scaled = view if scale == 1 else F.interpolate(view, scale_factor=scale, mode="bicubic",
                                                                    align_corners=False)
-                    if autocast:
-                        with autocast:
-                            total = total + net.features(scaled).float()
-                    else:
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                         total = total + net.features(scaled).float()
             chunks.append(normalise(total).cpu())
             bar.update(len(images))

@@ -54,6 +54,9 @@ def cli_main(main):
         except KeyboardInterrupt:
             print("error: interrupted — run the same command again to continue", file=sys.stderr)
             raise SystemExit(130) from None
+        except BrokenPipeError:   # the output was piped into a reader that stopped early (| head)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0) from None
 
     return wrapper
 

@@ -66,7 +66,7 @@ def test_picture_colours_follow_the_labels(constructed, tmp_path, capsys):
                                              "--out", out], capsys)
     assert code == 0, err
     result = demo.load_run(demo.build_parser().parse_args(["--test_dir", str(test_dir), "--mat", str(mat)]))
-    _, boxes, items = demo.query_strip(result, 0, topk=10)
+    _, boxes, _ = demo.query_strip(result, 0, topk=10)
     assert [status for _, status in boxes] == ["query", "wrong", "correct", "wrong", "correct"]   # junk skipped
     assert "AP 0.333" in printed and "first correct match at rank 2" in printed
     with Image.open(out) as picture:
