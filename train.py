@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 import model as models
 import utils
+from metric_learning import PKSampler, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
@@ -58,6 +59,14 @@ def build_parser():
     p.add_argument("--linear_num", type=int, default=512, help="bottleneck width (<= 0: no bottleneck Linear)")
     p.add_argument("--stride", type=int, choices=[1, 2], default=2, help="stride of the last stage (1 = finer)")
     models.add_backbone_arguments(p, default="resnet50")
+    p.add_argument("--sampler", choices=["random", "pk"], default="random",
+                   help="random batches, or P identities x --num_instances pictures (for metric losses)")
+    p.add_argument("--num_instances", type=int, default=4, help="--sampler pk: pictures per identity in a batch (K)")
+    p.add_argument("--label_smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy (0 = off)")
+    p.add_argument("--triplet", action="store_true",
+                   help="add the batch-hard triplet loss on the L2-normalised bottleneck feature; every extra loss "
+                        "is a mean over the batch added to the cross-entropy with weight 1")
+    p.add_argument("--triplet_margin", type=float, default=0.3, help="--triplet: the margin")
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
     p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
@@ -91,6 +100,12 @@ def resolve_options(parser, argv):
         for key in vars(args):   # the run's own options, except runtime ones typed now
             if key in saved and key not in typed:
                 setattr(args, key, saved[key])
+    if args.sampler == "pk" and (args.num_instances < 2 or args.batchsize % args.num_instances):
+        parser.error("--sampler pk needs --num_instances >= 2 dividing --batchsize (P x K pictures a batch)")
+    if args.triplet and args.backbone == "pcb":
+        parser.error("--triplet needs one feature per picture; PCB has six")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label_smoothing must be within [0, 1)")
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
         parser.error(f"--stride 1 is not available for {args.backbone}")
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
@@ -128,9 +143,19 @@ def load_datasets(args, size):
 def make_loaders(args, train_set, val_set, device):
     generator = torch.Generator()   # re-seeded every epoch, so the order depends on (seed, epoch) only
     common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
-    return {"train": torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
-                                                 generator=generator, **common),
-            "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
+    if args.sampler == "pk":
+        identities = args.batchsize // args.num_instances
+        if identities > len(train_set.classes):
+            raise UserError(f"--batchsize {args.batchsize} / --num_instances {args.num_instances} = {identities} "
+                            f"identities a batch, but there are {len(train_set.classes)}", "pass a smaller --batchsize")
+        sampler = PKSampler(train_set.targets, identities, args.num_instances, generator)
+        train = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, generator=generator, **common)
+    else:
+        if args.triplet:
+            print("warning: --triplet finds few positives in random batches; add --sampler pk")
+        train = torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
+                                            generator=generator, **common)
+    return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
 
 
 def build_optimizer(net, args):
@@ -147,26 +172,19 @@ def build_optimizer(net, args):
     return optimizer, scheduler
 
 
-def loss_and_scores(outputs, labels, criterion):
-    """Part models (PCB) give (N, parts, classes): one loss per part, summed; scores add the parts' softmax."""
-    if outputs.dim() == 3:
-        loss = sum(criterion(outputs[:, part], labels) for part in range(outputs.size(1)))
-        return loss, outputs.softmax(-1).sum(1)
-    return criterion(outputs, labels), outputs
-
-
 def run_epoch(net, loader, phase, ctx):
     """One pass over ``loader``; trains when ``phase == "train"``. Returns mean loss, accuracy, seconds."""
     training = phase == "train"
     net.train(training)
     total_loss, correct, seen, started = 0.0, 0, 0, time.time()
-    bar = tqdm(total=len(loader.dataset), desc=f"{phase:>5}", unit="img", leave=False, disable=not ctx["progress"])
+    total = len(loader) * ctx["batchsize"] if training else len(loader.dataset)
+    bar = tqdm(total=total, desc=f"{phase:>5}", unit="img", leave=False, disable=not ctx["progress"])
     with torch.set_grad_enabled(training):
         for step, (images, labels) in enumerate(loader):
             images = images.to(ctx["device"], non_blocking=True, memory_format=ctx["memory_format"])
             labels = labels.to(ctx["device"], non_blocking=True)
             with ctx["autocast"]():
-                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"])
+                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"], ctx["triplet_margin"])
             if training:
                 ctx["optimizer"].zero_grad(set_to_none=True)
                 ctx["scaler"].scale(loss * ctx["warm"](step)).backward()
@@ -246,7 +264,9 @@ def training_context(args, net, device):
         print("note: --fp16/--bf16 need CUDA; training in float32 on the CPU")
     use_amp = amp_dtype is not None and cuda
     optimizer, scheduler = build_optimizer(net, args)
-    return {"device": device, "criterion": nn.CrossEntropyLoss(), "optimizer": optimizer, "scheduler": scheduler,
+    return {"device": device, "criterion": nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+            "triplet_margin": args.triplet_margin if args.triplet else None, "batchsize": args.batchsize,
+            "optimizer": optimizer, "scheduler": scheduler,
             "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
             "autocast": (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
             "memory_format": torch.channels_last if cuda else torch.contiguous_format, "progress": True}
@@ -277,7 +297,7 @@ def build_network(args, spec, nclasses, device):
     utils.set_seed(args.seed, deterministic=device.type == "cpu")
     torch.backends.cudnn.benchmark = device.type == "cuda"   # fast kernels on GPU; determinism is a CPU promise
     net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
-                             args.stride).to(device)
+                             args.stride, circle=args.triplet).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 

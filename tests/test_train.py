@@ -13,7 +13,7 @@ from PIL import Image
 
 import model
 import train
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli  # noqa: F401  (FAST is shared with test_metric_learning)
 
 FAST = ["--gpu_ids", "-1", "--backbone", "mobilenet_v3", "--no_pretrained", "--batchsize", "8",
         "--num_workers", "0", "--lr", "0.02"]
