@@ -13,11 +13,13 @@ import torch.nn.functional as F
 
 
 class PKSampler(torch.utils.data.Sampler):
-    """Batches of ``identities`` x ``instances`` dataset indices, every identity at least once an epoch.
+    """Batches of ``identities`` x ``instances`` dataset indices; every identity in every epoch.
 
-    Identities are taken in a random order; the last batch is completed with identities from the
-    start of that order. An identity with fewer than ``instances`` pictures repeats some of them.
-    The order comes from ``generator`` alone, so re-seeding it repeats the epoch exactly.
+    An epoch makes as many passes over the identities as it takes to show about as many pictures as
+    the dataset holds (a pass uses each identity once, in random order, padded with identities from
+    its own start), so one epoch costs about what a plain epoch does and a batch never repeats an
+    identity. An identity with fewer than ``instances`` pictures repeats some. The order comes from
+    ``generator`` alone, so re-seeding it repeats the epoch exactly.
     """
 
     def __init__(self, labels, identities, instances, generator):
@@ -28,23 +30,60 @@ class PKSampler(torch.utils.data.Sampler):
         self.pictures = [torch.tensor(by_label[label]) for label in sorted(by_label)]
         if len(self.pictures) < identities:
             raise ValueError(f"{identities} identities per batch, but the data has {len(self.pictures)}")
+        self.passes = max(1, round(len(labels) / (len(self.pictures) * instances)))
 
     def __len__(self):
-        return -(-len(self.pictures) // self.identities)
+        return self.passes * -(-len(self.pictures) // self.identities)
 
     def __iter__(self):
-        order = torch.randperm(len(self.pictures), generator=self.generator).tolist()
-        order += order[:len(self) * self.identities - len(order)]
-        for start in range(0, len(order), self.identities):
-            batch = []
-            for identity in order[start:start + self.identities]:
-                pictures = self.pictures[identity]
-                if len(pictures) >= self.instances:
-                    chosen = torch.randperm(len(pictures), generator=self.generator)[:self.instances]
-                else:
-                    chosen = torch.randint(len(pictures), (self.instances,), generator=self.generator)
-                batch += pictures[chosen].tolist()
-            yield batch
+        for _ in range(self.passes):
+            order = torch.randperm(len(self.pictures), generator=self.generator).tolist()
+            order += order[:(-len(order)) % self.identities]   # pad the last batch from this pass
+            for start in range(0, len(order), self.identities):
+                yield [index for identity in order[start:start + self.identities] for index in self.draw(identity)]
+
+    def draw(self, identity):
+        pictures = self.pictures[identity]
+        if len(pictures) >= self.instances:
+            return pictures[torch.randperm(len(pictures), generator=self.generator)[:self.instances]].tolist()
+        return pictures[torch.randint(len(pictures), (self.instances,), generator=self.generator)].tolist()
+
+
+RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.yaml records them resolved
+    "bot": {"sampler": "pk", "num_instances": 4, "batchsize": 64, "warm_epoch": 10, "erasing_p": 0.5,
+            "label_smoothing": 0.1, "stride": 1, "bnneck": True, "neck_feat": "after", "triplet": True,
+            "center": True, "linear_num": 0, "droprate": 0.0},
+}
+
+
+def add_arguments(p):
+    """train.py's flags for samplers, metric losses, BNNeck and the recipe preset."""
+    p.add_argument("--sampler", choices=["random", "pk"], default="random",
+                   help="random batches, or P identities x --num_instances pictures (for metric losses)")
+    p.add_argument("--num_instances", type=int, default=4, help="--sampler pk: pictures per identity in a batch (K)")
+    p.add_argument("--label_smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy (0 = off)")
+    p.add_argument("--triplet", action="store_true",
+                   help="add the batch-hard triplet loss on the L2-normalised feature; every extra loss "
+                        "is a mean over the batch added to the cross-entropy (weight 1 unless stated)")
+    p.add_argument("--triplet_margin", type=float, default=0.3, help="--triplet: the margin")
+    p.add_argument("--center", action="store_true", help="add the centre loss (class centres are learned)")
+    p.add_argument("--center_weight", type=float, default=5e-4, help="--center: weight of the centre loss (BoT's)")
+    p.add_argument("--center_lr", type=float, default=0.5, help="--center: learning rate of the centres (BoT's)")
+    p.add_argument("--bnneck", action="store_true",
+                   help="BoT's BNNeck head: metric losses on the pooled feature, the classifier after a BatchNorm")
+    p.add_argument("--neck_feat", choices=["after", "before"], default="after",
+                   help="--bnneck: test on the feature after the BatchNorm or before it")
+    p.add_argument("--recipe", choices=["none", *RECIPES], default="none",
+                   help="bot: Luo et al.'s strong baseline (P x K sampler, erasing, label smoothing, stride 1, "
+                        "BNNeck, triplet + centre loss); flags typed explicitly still win")
+
+
+def apply_recipe(args, typed, supports_stride):
+    """Set the preset's options, except those typed on the command line (and the last stride where the
+    backbone has none to change)."""
+    for key, value in RECIPES.get(args.recipe, {}).items():
+        if key not in typed and (key != "stride" or supports_stride):
+            setattr(args, key, value)
 
 
 def batch_hard_triplet(features, labels, margin=0.3):
@@ -66,17 +105,35 @@ def batch_hard_triplet(features, labels, margin=0.3):
     return F.relu(farthest_positive - nearest_negative + margin)[usable].mean()
 
 
-def loss_and_scores(outputs, labels, criterion, triplet_margin=None):
+class CenterLoss(torch.nn.Module):
+    """Centre loss (Wen et al. 2016), as BoT uses it: mean over the batch of ||f_i - c_{y_i}||^2.
+
+    The class centres are parameters; train.py gives them an optimizer group of their own.
+    """
+
+    def __init__(self, num_classes, dim):
+        super().__init__()
+        self.centers = torch.nn.Parameter(torch.randn(num_classes, dim))
+
+    def forward(self, features, labels):
+        return (features - self.centers[labels]).pow(2).sum(1).mean()
+
+
+def loss_and_scores(outputs, labels, criterion, triplet_margin=None, center=None, center_weight=0.0):
     """The training loss and the class scores used for accuracy.
 
     Part models (PCB) give (N, parts, classes): one cross-entropy per part, summed; scores add the
-    parts' softmax. With ``triplet_margin`` the model gives (logits, features) and the batch-hard
-    triplet loss on the features is added.
+    parts' softmax. With metric losses the model gives (logits, features): the batch-hard triplet
+    loss (``triplet_margin``) and ``center_weight`` x the centre loss are added.
     """
     if isinstance(outputs, tuple):
         logits, features = outputs
         loss, scores = loss_and_scores(logits, labels, criterion)
-        return loss + batch_hard_triplet(features, labels, triplet_margin), scores
+        if triplet_margin is not None:
+            loss = loss + batch_hard_triplet(features, labels, triplet_margin)
+        if center is not None:
+            loss = loss + center_weight * center(features.float(), labels)
+        return loss, scores
     if outputs.dim() == 3:
         loss = sum(criterion(outputs[:, part], labels) for part in range(outputs.size(1)))
         return loss, outputs.softmax(-1).sum(1)

@@ -42,7 +42,8 @@ def weights_init_kaiming(module):
 def weights_init_classifier(module):
     if isinstance(module, nn.Linear):
         init.normal_(module.weight, std=0.001)
-        init.zeros_(module.bias)
+        if module.bias is not None:   # BNNeck's classifier has none
+            init.zeros_(module.bias)
 
 
 class ClassBlock(nn.Module):
@@ -52,9 +53,10 @@ class ClassBlock(nn.Module):
     ``return_f`` the forward also returns the bottleneck feature (for metric losses).
     """
 
-    def __init__(self, input_dim, class_num, droprate, relu=False, bnorm=True, linear=512, return_f=False):
+    def __init__(self, input_dim, class_num, droprate, relu=False, bnorm=True, linear=512, return_f=False,
+                 bnneck=False):
         super().__init__()
-        self.return_f = return_f
+        self.return_f, self.bnneck = return_f, bnneck
         layers = []
         if linear > 0:
             layers.append(nn.Linear(input_dim, linear))
@@ -68,13 +70,16 @@ class ClassBlock(nn.Module):
             layers.append(nn.Dropout(p=droprate))
         self.add_block = nn.Sequential(*layers)
         self.add_block.apply(weights_init_kaiming)
-        self.classifier = nn.Sequential(nn.Linear(linear, class_num))
+        self.classifier = nn.Sequential(nn.Linear(linear, class_num, bias=not bnneck))
         self.classifier.apply(weights_init_classifier)
+        if bnneck:   # BoT: the BN only rescales, its shift stays 0
+            self.add_block[0].bias.requires_grad_(False)
 
     def forward(self, x):
         feature = self.add_block(x)
         logits = self.classifier(feature)
-        return (logits, feature) if self.return_f else logits
+        # BNNeck: metric losses see the feature before the BN, the classifier the one after it
+        return (logits, x if self.bnneck else feature) if self.return_f else logits
 
 
 class ReIDNet(nn.Module):
@@ -91,9 +96,12 @@ class ReIDNet(nn.Module):
     def forward(self, x):
         return self.classifier(self.pool(x))
 
+    neck_feat = "after"   # with a BNNeck head, test on the feature after its BN ("after") or before it
+
     def features(self, x):
         """The test feature: the head's bottleneck output, before the classifier."""
-        return self.classifier.add_block(self.pool(x))
+        pooled = self.pool(x)
+        return pooled if self.classifier.bnneck and self.neck_feat == "before" else self.classifier.add_block(pooled)
 
 
 class ResNetReID(ReIDNet):
@@ -373,10 +381,21 @@ def get_backbone(name):
     return BACKBONES[name]
 
 
-def build_model(name, num_classes, pretrained=True, droprate=0.5, linear_num=512, stride=2, circle=False):
-    """Build backbone ``name`` with a head for ``num_classes`` identities."""
+def build_model(name, num_classes, pretrained=True, droprate=0.5, linear_num=512, stride=2, circle=False,
+                bnneck=False, neck_feat="after"):
+    """Build backbone ``name`` with a head for ``num_classes`` identities.
+
+    ``circle`` (layumi's name) makes the forward also return the feature for metric losses.
+    ``bnneck`` replaces the head by BoT's BNNeck: pooled feature -> BatchNorm1d -> Linear without bias.
+    """
     spec = get_backbone(name)
-    return spec.build(num_classes, pretrained, droprate, linear_num, stride, circle)
+    net = spec.build(num_classes, pretrained, droprate, linear_num, stride, circle)
+    if bnneck:
+        if name == "pcb":
+            raise UserError("--bnneck needs one feature per picture; PCB has six", "drop --bnneck or --PCB")
+        net.classifier = ClassBlock(spec.pooled_dim, num_classes, droprate=0, linear=0, return_f=circle, bnneck=True)
+        net.neck_feat = neck_feat
+    return net
 
 
 def ft_net(class_num=751, droprate=0.5, stride=2, circle=False, ibn=False, linear_num=512, pretrained=True):

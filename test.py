@@ -35,8 +35,9 @@ import model as models
 import utils
 from utils import UserError
 
-MODEL_OPTIONS = ("backbone", "stride", "linear_num", "droprate", "fp16", "bf16", "nclasses")
-DEFAULTS = {"backbone": "resnet50", "stride": 2, "linear_num": 512, "droprate": 0.5, "fp16": False, "bf16": False}
+MODEL_OPTIONS = ("backbone", "stride", "linear_num", "droprate", "fp16", "bf16", "nclasses", "bnneck", "neck_feat")
+DEFAULTS = {"backbone": "resnet50", "stride": 2, "linear_num": 512, "droprate": 0.5, "fp16": False, "bf16": False,
+            "bnneck": False, "neck_feat": "after"}
 
 
 def build_parser():
@@ -55,6 +56,8 @@ def build_parser():
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     p.add_argument("--stride", type=int, choices=[1, 2], default=None, help="override opts.yaml's stride")
     p.add_argument("--linear_num", type=int, default=None, help="override opts.yaml's bottleneck width")
+    p.add_argument("--neck_feat", choices=["after", "before"], default=None,
+                   help="BNNeck models: test on the feature after its BatchNorm or before it (default: opts.yaml)")
     p.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA (also taken from opts.yaml)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA (also taken from opts.yaml)")
     return p
@@ -91,7 +94,8 @@ def load_trained_model(args, options, device):
     run_dir = os.path.join("model", args.name)
     path = checkpoint_path(run_dir, str(args.which_epoch))
     net = models.build_model(options["backbone"], options["nclasses"], pretrained=False,
-                             droprate=options["droprate"], linear_num=options["linear_num"], stride=options["stride"])
+                             droprate=options["droprate"], linear_num=options["linear_num"], stride=options["stride"],
+                             bnneck=options["bnneck"], neck_feat=options["neck_feat"])
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state and all(key.startswith("module.") for key in state):   # saved from a DataParallel wrapper
         state = {key[len("module."):]: value for key, value in state.items()}

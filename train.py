@@ -24,14 +24,14 @@ import shutil
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 import model as models
 import utils
-from metric_learning import PKSampler, loss_and_scores
+import metric_learning
+from metric_learning import CenterLoss, PKSampler, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
@@ -59,14 +59,7 @@ def build_parser():
     p.add_argument("--linear_num", type=int, default=512, help="bottleneck width (<= 0: no bottleneck Linear)")
     p.add_argument("--stride", type=int, choices=[1, 2], default=2, help="stride of the last stage (1 = finer)")
     models.add_backbone_arguments(p, default="resnet50")
-    p.add_argument("--sampler", choices=["random", "pk"], default="random",
-                   help="random batches, or P identities x --num_instances pictures (for metric losses)")
-    p.add_argument("--num_instances", type=int, default=4, help="--sampler pk: pictures per identity in a batch (K)")
-    p.add_argument("--label_smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy (0 = off)")
-    p.add_argument("--triplet", action="store_true",
-                   help="add the batch-hard triplet loss on the L2-normalised bottleneck feature; every extra loss "
-                        "is a mean over the batch added to the cross-entropy with weight 1")
-    p.add_argument("--triplet_margin", type=float, default=0.3, help="--triplet: the margin")
+    metric_learning.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
     p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
@@ -86,6 +79,7 @@ def resolve_options(parser, argv):
         parser.error(f"choose one backbone: --{' and --'.join(legacy)}{' and --backbone' if 'backbone' in typed else ''}")
     if legacy:
         args.backbone = LEGACY_FLAGS[legacy[0]]
+    metric_learning.apply_recipe(args, typed, models.get_backbone(args.backbone).supports_stride)
     if args.fp16 and args.bf16:
         parser.error("--fp16 and --bf16 exclude each other")
     if args.resume and args.overwrite:
@@ -102,8 +96,8 @@ def resolve_options(parser, argv):
                 setattr(args, key, saved[key])
     if args.sampler == "pk" and (args.num_instances < 2 or args.batchsize % args.num_instances):
         parser.error("--sampler pk needs --num_instances >= 2 dividing --batchsize (P x K pictures a batch)")
-    if args.triplet and args.backbone == "pcb":
-        parser.error("--triplet needs one feature per picture; PCB has six")
+    if (args.triplet or args.center or args.bnneck) and args.backbone == "pcb":
+        parser.error("--triplet, --center and --bnneck need one feature per picture; PCB has six")
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label_smoothing must be within [0, 1)")
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
@@ -148,23 +142,27 @@ def make_loaders(args, train_set, val_set, device):
         if identities > len(train_set.classes):
             raise UserError(f"--batchsize {args.batchsize} / --num_instances {args.num_instances} = {identities} "
                             f"identities a batch, but there are {len(train_set.classes)}", "pass a smaller --batchsize")
-        sampler = PKSampler(train_set.targets, identities, args.num_instances, generator)
-        train = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, generator=generator, **common)
+        train = torch.utils.data.DataLoader(train_set, generator=generator, **common, batch_sampler=PKSampler(
+            train_set.targets, identities, args.num_instances, generator))
     else:
-        if args.triplet:
-            print("warning: --triplet finds few positives in random batches; add --sampler pk")
+        if args.triplet or args.center:
+            print("warning: metric losses find few positives in random batches; add --sampler pk")
         train = torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
                                             generator=generator, **common)
     return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
 
 
-def build_optimizer(net, args):
-    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr."""
-    head = [p for n, p in net.named_parameters() if n.startswith("classifier")]
+def build_optimizer(net, args, center=None):
+    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr; class centres
+    at --center_lr for the unweighted centre loss (BoT), without weight decay."""
+    head = [p for n, p in net.named_parameters() if n.startswith("classifier") and p.requires_grad]
     backbone = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
     backbone_lr = args.lr if args.no_pretrained else 0.1 * args.lr   # nothing to preserve in random weights
-    optimizer = torch.optim.SGD([{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}],
-                                weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
+    groups = [{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}]
+    if center is not None:
+        groups.insert(0, {"params": list(center.parameters()), "lr": args.center_lr / args.center_weight,
+                          "weight_decay": 0.0})
+    optimizer = torch.optim.SGD(groups, weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
     if args.cosine:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.total_epoch, eta_min=0.01 * args.lr)
     else:
@@ -184,7 +182,8 @@ def run_epoch(net, loader, phase, ctx):
             images = images.to(ctx["device"], non_blocking=True, memory_format=ctx["memory_format"])
             labels = labels.to(ctx["device"], non_blocking=True)
             with ctx["autocast"]():
-                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"], ctx["triplet_margin"])
+                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"], ctx["triplet_margin"],
+                                               ctx["center"], ctx["center_weight"])
             if training:
                 ctx["optimizer"].zero_grad(set_to_none=True)
                 ctx["scaler"].scale(loss * ctx["warm"](step)).backward()
@@ -206,11 +205,6 @@ def warm_schedule(args, epoch, steps_per_epoch):
     return lambda step: min(1.0, 0.1 + 0.9 * (done + step + 1) / warm_steps) if done + step < warm_steps else 1.0
 
 
-def epoch_seed(seed, epoch):
-    """A seed of its own for every epoch: a resumed run draws exactly what an uninterrupted one does."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
 def save_checkpoints(run_dir, net, epoch, args, history, ctx):
     """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
     weights = {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()}
@@ -219,7 +213,8 @@ def save_checkpoints(run_dir, net, epoch, args, history, ctx):
         utils.atomic_write(os.path.join(run_dir, name), lambda tmp: torch.save(weights, tmp))
     state = {"epoch": epoch, "model": weights, "optimizer": ctx["optimizer"].state_dict(),
              "scheduler": ctx["scheduler"].state_dict(), "scaler": ctx["scaler"].state_dict(),
-             "history": history, "rng": utils.rng_states()}
+             "history": history, "rng": utils.rng_states(),
+             "center": ctx["center"].state_dict() if ctx["center"] is not None else {}}
     utils.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
 
 
@@ -231,7 +226,7 @@ def restore(run_dir, net, ctx):
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
     unwrap(net).load_state_dict(state["model"])
-    for key in ("optimizer", "scheduler", "scaler"):
+    for key in ("optimizer", "scheduler", "scaler") + (("center",) if ctx["center"] is not None else ()):
         ctx[key].load_state_dict(state[key])
     torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"], state["history"]
@@ -263,9 +258,14 @@ def training_context(args, net, device):
     if amp_dtype is not None and not cuda:
         print("note: --fp16/--bf16 need CUDA; training in float32 on the CPU")
     use_amp = amp_dtype is not None and cuda
-    optimizer, scheduler = build_optimizer(net, args)
+    center = None
+    if args.center:
+        spec = models.get_backbone(args.backbone)
+        center = CenterLoss(args.nclasses, spec.feature_dim(0 if args.bnneck else args.linear_num)).to(device)
+    optimizer, scheduler = build_optimizer(net, args, center)
     return {"device": device, "criterion": nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
             "triplet_margin": args.triplet_margin if args.triplet else None, "batchsize": args.batchsize,
+            "center": center, "center_weight": args.center_weight,
             "optimizer": optimizer, "scheduler": scheduler,
             "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
             "autocast": (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
@@ -275,8 +275,8 @@ def training_context(args, net, device):
 def fit(net, loaders, ctx, args, run_dir, start, history):
     """The epoch loop: train, step the schedule, validate, save, report."""
     for epoch in range(start, args.total_epoch):
-        utils.set_seed(epoch_seed(args.seed, epoch), deterministic=ctx["device"].type == "cpu")
-        loaders["train"].generator.manual_seed(epoch_seed(args.seed, epoch))
+        utils.set_seed(utils.derived_seed(args.seed, epoch), deterministic=ctx["device"].type == "cpu")
+        loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, epoch))
         ctx["warm"] = warm_schedule(args, epoch, len(loaders["train"]))
         lr = ctx["optimizer"].param_groups[-1]["lr"]
         train_stats = run_epoch(net, loaders["train"], "train", ctx)
@@ -297,7 +297,8 @@ def build_network(args, spec, nclasses, device):
     utils.set_seed(args.seed, deterministic=device.type == "cpu")
     torch.backends.cudnn.benchmark = device.type == "cuda"   # fast kernels on GPU; determinism is a CPU promise
     net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
-                             args.stride, circle=args.triplet).to(device)
+                             args.stride, circle=args.triplet or args.center, bnneck=args.bnneck,
+                             neck_feat=args.neck_feat).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
@@ -308,13 +309,14 @@ def main(argv=None):
     device, gpu_ids = utils.select_device(args.gpu_ids)
     train_set, val_set = load_datasets(args, spec.input_size)
     run_dir = prepare_run_dir(args)
-    net = build_network(args, spec, len(train_set.classes), device)
+    args.nclasses = len(train_set.classes)
+    net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
     if len(gpu_ids) > 1:
         net = nn.DataParallel(net, device_ids=gpu_ids)
     start, history = restore(run_dir, net, ctx) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
-            "feature_dim": spec.feature_dim(args.linear_num), "torch": str(torch.__version__),
+            "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
             "torchvision": str(__import__("torchvision").__version__)}
     utils.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
     if start >= args.total_epoch:

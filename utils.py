@@ -112,6 +112,13 @@ def set_seed(seed, deterministic=True):
         torch.backends.cudnn.deterministic = True
 
 
+def derived_seed(seed, *path):
+    """A seed of its own for (seed, epoch, ...): a resumed run draws exactly what an uninterrupted one does."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
+
+
 def seed_worker(worker_id):
     """``DataLoader(worker_init_fn=seed_worker)``: each worker's NumPy/random seeds follow torch's."""
     import numpy as np

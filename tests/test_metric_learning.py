@@ -75,3 +75,56 @@ def test_one_epoch_with_triplet_pk_and_smoothing(prepared_market, tmp_path, monk
         opts = yaml.safe_load(handle)
     assert opts["sampler"] == "pk" and opts["triplet"] and opts["label_smoothing"] == 0.1
     assert (tmp_path / run_dir / "net_last.pth").exists()
+
+
+def test_center_loss_value_and_gradients_reach_the_centres():
+    from metric_learning import CenterLoss
+
+    loss_fn = CenterLoss(num_classes=2, dim=2)
+    with torch.no_grad():
+        loss_fn.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    features = torch.tensor([[1.0, 0.0], [1.0, 3.0]])
+    loss = loss_fn(features, torch.tensor([0, 1]))
+    assert loss.item() == pytest.approx((1 + 4) / 2)          # ||(1,0)-(0,0)||^2 and ||(1,3)-(1,1)||^2, averaged
+    loss.backward()
+    assert torch.allclose(loss_fn.centers.grad, torch.tensor([[-1.0, 0.0], [0.0, -2.0]]))
+
+
+def test_bnneck_head():
+    import model
+
+    net = model.build_model("resnet18", 5, pretrained=False, circle=True, bnneck=True).train()
+    logits, feature = net(torch.randn(4, 3, 256, 128))
+    assert logits.shape == (4, 5) and feature.shape == (4, 512)          # the pooled feature, before the BN
+    assert net.classifier.classifier[0].bias is None and not net.classifier.add_block[0].bias.requires_grad
+    net.eval()
+    with torch.no_grad():
+        after = net.features(torch.randn(2, 3, 256, 128))
+        net.neck_feat = "before"
+        before = net.features(torch.randn(2, 3, 256, 128))
+    assert after.shape == before.shape == (2, 512)
+
+
+def test_recipe_sets_every_option_and_typed_flags_win():
+    import metric_learning
+
+    parser = train.build_parser()
+    args = train.resolve_options(parser, ["--recipe", "bot", "--batchsize", "32", "--backbone", "resnet18"])
+    for key, value in metric_learning.RECIPES["bot"].items():
+        assert getattr(args, key) == (32 if key == "batchsize" else value), key
+
+
+def test_bot_run_is_rebuilt_by_test_py(prepared_market, tmp_path, monkeypatch, capsys):
+    import test as stage4
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = train.main(["--data_dir", str(prepared_market), "--name", "bot", *FAST, "--total_epoch", "1",
+                          "--recipe", "bot", "--batchsize", "8", "--num_instances", "2", "--warm_epoch", "1"])
+    with open(tmp_path / run_dir / "opts.yaml") as handle:
+        opts = yaml.safe_load(handle)
+    assert opts["recipe"] == "bot" and opts["bnneck"] and opts["center"] and opts["feature_dim"] == 576
+    assert opts["stride"] == 2, "mobilenet_v3 has no last stride to change"
+    assert "center" in torch.load(tmp_path / run_dir / "state_last.pth", weights_only=True)
+    stage4.main(["--gpu_ids", "-1", "--name", "bot", "--test_dir", str(prepared_market), "--num_workers", "0",
+                 "--batchsize", "16"])
+    assert "Rank@1:" in capsys.readouterr().out

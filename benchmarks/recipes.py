@@ -1,0 +1,64 @@
+"""Compare training recipes on the toy data: the baseline and a preset, same budget, several seeds.
+
+Usage (after bash scripts/practical.sh has made data/Market/pytorch):
+    python benchmarks/recipes.py --data_dir data/Market/pytorch --seeds 0 1 2
+
+Each run trains mobilenet_v3 from random weights on the CPU for --total_epoch epochs with the same
+batch size, learning rate and warm-up (typed flags win over the preset), then runs test.py; the table
+gives Rank@1 and mAP (trapezoid) as mean +- standard deviation over the seeds. Runs go to
+model/recipe_<name>_seed<k>/ and are resumed, not redone, when the script is run again.
+"""
+import argparse
+import os
+import re
+import sys
+from contextlib import redirect_stdout
+from io import StringIO
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import test as stage4  # noqa: E402
+import train  # noqa: E402
+
+RECIPES = {"baseline": [], "bot": ["--recipe", "bot"]}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_dir", default="data/Market/pytorch", help="the toy pytorch/ folder")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random seeds")
+    p.add_argument("--total_epoch", type=int, default=15, help="the budget, the same for every recipe")
+    return p
+
+
+def run(recipe, seed, args):
+    name = f"recipe_{recipe}_seed{seed}"
+    common = ["--gpu_ids", "-1", "--name", name, "--data_dir", args.data_dir, "--backbone", "mobilenet_v3",
+              "--no_pretrained", "--batchsize", "32", "--lr", "0.02", "--warm_epoch", "1",
+              "--total_epoch", str(args.total_epoch), "--seed", str(seed)]
+    resume = ["--resume"] if os.path.exists(os.path.join("model", name, "opts.yaml")) else []
+    train.main(common + RECIPES[recipe] + resume)
+    output = StringIO()
+    with redirect_stdout(output):
+        stage4.main(["--gpu_ids", "-1", "--name", name, "--test_dir", args.data_dir, "--output",
+                     os.path.join("model", name, "result.mat")])
+    rank1, mAP = re.search(r"Rank@1:([\d.]+) .* mAP:([\d.]+)", output.getvalue()).groups()
+    return float(rank1), float(mAP)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    results = {recipe: [run(recipe, seed, args) for seed in args.seeds] for recipe in RECIPES}
+    print(f"\nmobilenet_v3, random init, {args.total_epoch} epochs, batch 32, seeds {args.seeds}")
+    print(f"{'recipe':<10}{'Rank@1 (%)':>16}{'mAP (%)':>16}   per seed (Rank@1 / mAP)")
+    for recipe, scores in results.items():
+        values = 100 * np.array(scores)
+        print(f"{recipe:<10}{values[:, 0].mean():>9.1f} ± {values[:, 0].std():<4.1f}"
+              f"{values[:, 1].mean():>9.1f} ± {values[:, 1].std():<4.1f}   "
+              + ", ".join(f"{r:.1f}/{m:.1f}" for r, m in values))
+
+
+if __name__ == "__main__":
+    main()
