@@ -56,6 +56,25 @@ RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.
 }
 
 
+def weight_average(net, decay):
+    """An exponential moving average of the weights, updated after every step (``--wa``).
+
+    BatchNorm statistics are not averaged: ``finish_weight_average`` recomputes them once, at the end.
+    """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+@torch.no_grad()
+def finish_weight_average(average, loader, device):
+    """One pass over the training pictures to give the averaged weights their own BatchNorm statistics."""
+    from torch.optim.swa_utils import update_bn
+
+    update_bn(((images.to(device), labels) for images, labels in loader), average, device=device)
+    return average.module
+
+
 def add_arguments(p):
     """train.py's flags for samplers, metric losses, BNNeck and the recipe preset."""
     p.add_argument("--sampler", choices=["random", "pk"], default="random",
@@ -73,6 +92,9 @@ def add_arguments(p):
                    help="BoT's BNNeck head: metric losses on the pooled feature, the classifier after a BatchNorm")
     p.add_argument("--neck_feat", choices=["after", "before"], default="after",
                    help="--bnneck: test on the feature after the BatchNorm or before it")
+    p.add_argument("--wa", action="store_true",
+                   help="also keep an exponential moving average of the weights, saved as net_average.pth")
+    p.add_argument("--wa_decay", type=float, default=0.998, help="--wa: decay per training step")
     p.add_argument("--recipe", choices=["none", *RECIPES], default="none",
                    help="bot: Luo et al.'s strong baseline (P x K sampler, erasing, label smoothing, stride 1, "
                         "BNNeck, triplet + centre loss); flags typed explicitly still win")

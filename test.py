@@ -46,7 +46,8 @@ def build_parser():
     p.add_argument("--gpu_ids", default="0", help="GPU id, or -1 for the CPU (also the fallback)")
     p.add_argument("--name", default="ft_ResNet50", help="run name: reads model/NAME/")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
-    p.add_argument("--which_epoch", default="last", help="checkpoint to load: last, or an epoch such as 60 or 060")
+    p.add_argument("--which_epoch", default="last",
+                   help="checkpoint to load: last, average (train.py --wa), or an epoch such as 60 or 060")
     p.add_argument("--batchsize", type=int, default=256, help="pictures per forward pass")
     p.add_argument("--multi", action="store_true", help="also extract multi-query (Market gt_bbox) features")
     p.add_argument("--ms", default="1", help="comma-separated scales whose features are summed, e.g. 1,1.1")
@@ -80,8 +81,8 @@ def model_options(parser, argv, args):
 
 def checkpoint_path(run_dir, which_epoch):
     """model/NAME/net_<epoch>.pth for last, 60 or 060; a missing one lists the epochs that exist."""
-    if which_epoch != "last" and not which_epoch.isdigit():
-        raise UserError(f"--which_epoch {which_epoch} is neither 'last' nor a number", "pass e.g. last, 60 or 060")
+    if which_epoch not in ("last", "average") and not which_epoch.isdigit():
+        raise UserError(f"--which_epoch {which_epoch} is not 'last', 'average' or a number", "pass e.g. last, 60 or 060")
     path = os.path.join(run_dir, utils.checkpoint_name(which_epoch))
     if not os.path.isfile(path):
         found = sorted(n[4:-4] for n in os.listdir(run_dir) if n.startswith("net_") and n.endswith(".pth"))

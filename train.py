@@ -189,6 +189,8 @@ def run_epoch(net, loader, phase, ctx):
                 ctx["scaler"].scale(loss * ctx["warm"](step)).backward()
                 ctx["scaler"].step(ctx["optimizer"])
                 ctx["scaler"].update()
+                if ctx["average"] is not None:
+                    ctx["average"].update_parameters(net)
             total_loss += loss.item() * len(labels)
             correct += (scores.argmax(1) == labels).sum().item()
             seen += len(labels)
@@ -207,14 +209,14 @@ def warm_schedule(args, epoch, steps_per_epoch):
 
 def save_checkpoints(run_dir, net, epoch, args, history, ctx):
     """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
-    weights = {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()}
-    names = [utils.checkpoint_name("last")] + ([utils.checkpoint_name(epoch)] if epoch % 10 == 0 else [])
-    for name in names:
-        utils.atomic_write(os.path.join(run_dir, name), lambda tmp: torch.save(weights, tmp))
+    weights = utils.save_weights(os.path.join(run_dir, utils.checkpoint_name("last")), unwrap(net))
+    if epoch % 10 == 0:
+        utils.save_weights(os.path.join(run_dir, utils.checkpoint_name(epoch)), unwrap(net))
     state = {"epoch": epoch, "model": weights, "optimizer": ctx["optimizer"].state_dict(),
              "scheduler": ctx["scheduler"].state_dict(), "scaler": ctx["scaler"].state_dict(),
              "history": history, "rng": utils.rng_states(),
-             "center": ctx["center"].state_dict() if ctx["center"] is not None else {}}
+             "center": ctx["center"].state_dict() if ctx["center"] is not None else {},
+             "average": ctx["average"].state_dict() if ctx["average"] is not None else {}}
     utils.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
 
 
@@ -226,8 +228,9 @@ def restore(run_dir, net, ctx):
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
     unwrap(net).load_state_dict(state["model"])
-    for key in ("optimizer", "scheduler", "scaler") + (("center",) if ctx["center"] is not None else ()):
-        ctx[key].load_state_dict(state[key])
+    for key in ("optimizer", "scheduler", "scaler", "center", "average"):
+        if ctx[key] is not None:
+            ctx[key].load_state_dict(state[key])
     torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"], state["history"]
 
@@ -266,6 +269,7 @@ def training_context(args, net, device):
     return {"device": device, "criterion": nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
             "triplet_margin": args.triplet_margin if args.triplet else None, "batchsize": args.batchsize,
             "center": center, "center_weight": args.center_weight,
+            "average": metric_learning.weight_average(net, args.wa_decay) if args.wa else None,
             "optimizer": optimizer, "scheduler": scheduler,
             "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
             "autocast": (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
@@ -324,8 +328,13 @@ def main(argv=None):
         return run_dir
     print(f"{args.backbone} on {device}: {len(train_set)} training pictures of {len(train_set.classes)} "
           f"identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
-    fit(net, make_loaders(args, train_set, val_set, device), ctx, args, run_dir, start, history)
-    print(f"done: {run_dir}/net_last.pth")
+    loaders = make_loaders(args, train_set, val_set, device)
+    fit(net, loaders, ctx, args, run_dir, start, history)
+    if ctx["average"] is not None:
+        loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
+        average = metric_learning.finish_weight_average(ctx["average"], loaders["train"], device)
+        utils.save_weights(os.path.join(run_dir, utils.checkpoint_name("average")), unwrap(average))
+    print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx["average"] is not None else ""))
     return run_dir
 
 

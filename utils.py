@@ -244,6 +244,15 @@ def atomic_write(path, write):
             os.remove(temporary)
 
 
+def save_weights(path, module):
+    """A module's state_dict as CPU tensors, written atomically (loads with ``weights_only=True``)."""
+    import torch
+
+    weights = {key: value.detach().cpu() for key, value in module.state_dict().items()}
+    atomic_write(path, lambda temporary: torch.save(weights, temporary))
+    return weights
+
+
 def save_yaml(path, data):
     import yaml
 
@@ -284,9 +293,9 @@ def explicit_options(parser, argv):
 
 
 def checkpoint_name(epoch):
-    """``net_last.pth`` or ``net_060.pth``: the one naming rule shared by train.py and test.py."""
-    if str(epoch) == "last":
-        return "net_last.pth"
+    """``net_last.pth``, ``net_average.pth`` or ``net_060.pth``: the one naming rule of train.py and test.py."""
+    if str(epoch) in ("last", "average"):
+        return f"net_{epoch}.pth"
     return f"net_{int(epoch):03d}.pth"
 
 

@@ -128,3 +128,36 @@ def test_bot_run_is_rebuilt_by_test_py(prepared_market, tmp_path, monkeypatch, c
     stage4.main(["--gpu_ids", "-1", "--name", "bot", "--test_dir", str(prepared_market), "--num_workers", "0",
                  "--batchsize", "16"])
     assert "Rank@1:" in capsys.readouterr().out
+
+
+def test_weight_average_is_an_ema_of_every_step():
+    from metric_learning import weight_average
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    average = weight_average(net, decay=0.5)
+    values = [1.0, 3.0, 5.0]
+    expected = None
+    for value in values:
+        with torch.no_grad():
+            net.weight.fill_(value)
+        average.update_parameters(net)
+        expected = value if expected is None else 0.5 * expected + 0.5 * value
+    assert average.module.weight.item() == pytest.approx(expected)
+
+
+def test_wa_writes_net_average_with_its_own_batchnorm_statistics(prepared_market, tmp_path, monkeypatch, capsys):
+    import test as stage4
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / train.main(["--data_dir", str(prepared_market), "--name", "wa", *FAST, "--total_epoch", "2",
+                                     "--wa", "--wa_decay", "0.9"])
+    last = torch.load(run_dir / "net_last.pth", weights_only=True)
+    average = torch.load(run_dir / "net_average.pth", weights_only=True)
+    assert last.keys() == average.keys()
+    weight = "model.features.0.0.weight"
+    assert not torch.equal(last[weight], average[weight])
+    running = [key for key in average if key.endswith("running_mean")]
+    assert any(not torch.equal(last[key], average[key]) for key in running)
+    stage4.main(["--gpu_ids", "-1", "--name", "wa", "--which_epoch", "average", "--test_dir", str(prepared_market),
+                 "--num_workers", "0", "--batchsize", "16"])
+    assert "Rank@1:" in capsys.readouterr().out
