@@ -100,6 +100,16 @@ def add_arguments(p):
                         "BNNeck, triplet + centre loss); flags typed explicitly still win")
 
 
+def check_arguments(parser, args):
+    """``parser.error`` for the combinations of these flags that cannot work."""
+    if args.sampler == "pk" and (args.num_instances < 2 or args.batchsize % args.num_instances):
+        parser.error("--sampler pk needs --num_instances >= 2 dividing --batchsize (P x K pictures a batch)")
+    if (args.triplet or args.center or args.bnneck) and args.backbone == "pcb":
+        parser.error("--triplet, --center and --bnneck need one feature per picture; PCB has six")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label_smoothing must be within [0, 1)")
+
+
 def apply_recipe(args, typed, supports_stride):
     """Set the preset's options, except those typed on the command line (and the last stride where the
     backbone has none to change)."""

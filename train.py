@@ -94,12 +94,7 @@ def resolve_options(parser, argv):
         for key in vars(args):   # the run's own options, except runtime ones typed now
             if key in saved and key not in typed:
                 setattr(args, key, saved[key])
-    if args.sampler == "pk" and (args.num_instances < 2 or args.batchsize % args.num_instances):
-        parser.error("--sampler pk needs --num_instances >= 2 dividing --batchsize (P x K pictures a batch)")
-    if (args.triplet or args.center or args.bnneck) and args.backbone == "pcb":
-        parser.error("--triplet, --center and --bnneck need one feature per picture; PCB has six")
-    if not 0 <= args.label_smoothing < 1:
-        parser.error("--label_smoothing must be within [0, 1)")
+    metric_learning.check_arguments(parser, args)
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
         parser.error(f"--stride 1 is not available for {args.backbone}")
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
@@ -110,10 +105,6 @@ def resolve_options(parser, argv):
 def load_datasets(args, size):
     """ImageFolder train and val sets, checked before any training: folders, identities, batch size, pictures."""
     train_split = "train_all" if args.train_all else "train"
-    for split in (train_split, "val"):
-        if not os.path.isdir(os.path.join(args.data_dir, split)):
-            raise UserError(f"{os.path.join(args.data_dir, split)} does not exist",
-                            "pass --data_dir ROOT/pytorch as written by prepare.py --download_path ROOT")
     train_set = utils.image_folder(os.path.join(args.data_dir, train_split), utils.image_transforms(
         size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
     val_set = utils.image_folder(os.path.join(args.data_dir, "val"), utils.image_transforms(size))
