@@ -1,15 +1,23 @@
-"""Training recipes beyond plain cross-entropy: the P x K identity sampler and metric losses.
+"""Training recipes beyond plain cross-entropy: the P x K identity sampler, metric losses, BNNeck's
+preset and the weight average.
 
-Scaling rule, the same for every loss here: each term is a mean over the batch, and the terms are
-added to the identity (cross-entropy) loss with weight 1.
+Scaling rule, the same for every extra loss: each is a mean over the batch (over the pictures, the
+anchors or the pairs its paper sums over), never divided by the batch size a second time, and is added
+to the identity cross-entropy with weight 1 (the centre loss with ``--center_weight``, as in BoT).
 
 ``PKSampler`` yields batches of P identities x K pictures each, so that every picture in a batch has
 K-1 positives (a random batch of 32 from 751 people has almost none), and uses every identity in
-every epoch. ``batch_hard_triplet`` is the triplet loss with batch-hard mining (Hermans et al. 2017):
-for each anchor, its farthest positive and its nearest negative in the batch.
+every epoch. ``LOSSES`` is the registry of the extra losses behind layumi's flags: ours where the
+formula is short or the library's differs from the paper (batch-hard triplet, centre, instance), and
+pytorch-metric-learning's tested implementations for the margin-softmax and pair losses.
 """
+import math
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class PKSampler(torch.utils.data.Sampler):
@@ -76,18 +84,23 @@ def finish_weight_average(average, loader, device):
 
 
 def add_arguments(p):
-    """train.py's flags for samplers, metric losses, BNNeck and the recipe preset."""
+    """train.py's flags for samplers, metric losses, BNNeck, the weight average and the recipe preset."""
     p.add_argument("--sampler", choices=["random", "pk"], default="random",
                    help="random batches, or P identities x --num_instances pictures (for metric losses)")
     p.add_argument("--num_instances", type=int, default=4, help="--sampler pk: pictures per identity in a batch (K)")
     p.add_argument("--label_smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy (0 = off)")
-    p.add_argument("--triplet", action="store_true",
-                   help="add the batch-hard triplet loss on the L2-normalised feature; every extra loss "
-                        "is a mean over the batch added to the cross-entropy (weight 1 unless stated)")
-    p.add_argument("--triplet_margin", type=float, default=0.3, help="--triplet: the margin")
-    p.add_argument("--center", action="store_true", help="add the centre loss (class centres are learned)")
-    p.add_argument("--center_weight", type=float, default=5e-4, help="--center: weight of the centre loss (BoT's)")
-    p.add_argument("--center_lr", type=float, default=0.5, help="--center: learning rate of the centres (BoT's)")
+    losses = p.add_argument_group(
+        "metric losses (combine freely; all need one feature per picture)",
+        "Scaling rule: every extra loss is a mean over the batch (of its pictures, anchors or pairs), never "
+        "divided by the batch size again, and is added to the cross-entropy with weight 1 (the centre loss "
+        "with --center_weight). Class centres are learned without weight decay, at --lr (the centre "
+        "loss's at --center_lr).")
+    for name, loss in LOSSES.items():
+        losses.add_argument(f"--{name}", action="store_true", help=loss.summary)
+    losses.add_argument("--triplet_margin", type=float, default=0.3, help="--triplet: the margin")
+    losses.add_argument("--ins_gamma", type=float, default=32, help="--instance/--instance_id: scale of the cosines")
+    losses.add_argument("--center_weight", type=float, default=5e-4, help="--center: weight of the centre loss (BoT's)")
+    losses.add_argument("--center_lr", type=float, default=0.5, help="--center: learning rate of the centres (BoT's)")
     p.add_argument("--bnneck", action="store_true",
                    help="BoT's BNNeck head: metric losses on the pooled feature, the classifier after a BatchNorm")
     p.add_argument("--neck_feat", choices=["after", "before"], default="after",
@@ -100,14 +113,26 @@ def add_arguments(p):
                         "BNNeck, triplet + centre loss); flags typed explicitly still win")
 
 
+def chosen_losses(args):
+    """Names of the extra losses switched on, in registry order (the order they are added in)."""
+    return [name for name in LOSSES if getattr(args, name, False)]
+
+
 def check_arguments(parser, args):
     """``parser.error`` for the combinations of these flags that cannot work."""
     if args.sampler == "pk" and (args.num_instances < 2 or args.batchsize % args.num_instances):
         parser.error("--sampler pk needs --num_instances >= 2 dividing --batchsize (P x K pictures a batch)")
-    if (args.triplet or args.center or args.bnneck) and args.backbone == "pcb":
-        parser.error("--triplet, --center and --bnneck need one feature per picture; PCB has six")
+    if (chosen_losses(args) or args.bnneck) and args.backbone == "pcb":
+        parser.error(f"--{' --'.join(chosen_losses(args) or ['bnneck'])} need(s) one feature per picture; PCB has six")
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label_smoothing must be within [0, 1)")
+    if args.ins_gamma <= 0 or args.triplet_margin < 0 or args.center_weight <= 0:
+        parser.error("--ins_gamma and --center_weight must be positive, --triplet_margin at least 0")
+
+
+def pair_losses_without_pk(args):
+    """The chosen losses that need positives in a batch, when batches are random (train.py warns)."""
+    return [] if args.sampler == "pk" else [name for name in chosen_losses(args) if LOSSES[name].needs_pairs]
 
 
 def apply_recipe(args, typed, supports_stride):
@@ -151,21 +176,129 @@ class CenterLoss(torch.nn.Module):
         return (features - self.centers[labels]).pow(2).sum(1).mean()
 
 
-def loss_and_scores(outputs, labels, criterion, triplet_margin=None, center=None, center_weight=0.0):
+class BatchHardTriplet(nn.Module):
+    def __init__(self, margin):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, features, labels):
+        return batch_hard_triplet(features, labels, self.margin)
+
+
+class InstanceLoss(nn.Module):
+    """Instance loss (Zheng et al., TOMM 2020) within the batch, as layumi's baseline computes it.
+
+    Every picture is a class of its own: its logits are ``gamma`` x its cosine similarity to each
+    picture of the batch, and the target is itself; the loss is the mean cross-entropy. With
+    ``merge_identities`` the pictures of one identity are first averaged into one feature, so that an
+    identity, not a picture, is a class (a P x K batch would otherwise push an identity's pictures apart).
+    pytorch-metric-learning's InstanceLoss indexes pictures with identity numbers when given labels,
+    so it is not used.
+    """
+
+    def __init__(self, gamma, merge_identities):
+        super().__init__()
+        self.gamma, self.merge_identities = gamma, merge_identities
+
+    def forward(self, features, labels):
+        if self.merge_identities:
+            identities, index = labels.unique(return_inverse=True)
+            if len(identities) < 2:
+                return features.sum() * 0
+            sums = features.new_zeros(len(identities), features.size(1)).index_add_(0, index, features)
+            features = sums / torch.bincount(index, minlength=len(identities))[:, None]
+        normalised = F.normalize(features, dim=1)
+        logits = self.gamma * normalised @ normalised.t()
+        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+def _library_loss(class_name, with_centres=False, mean_over_pairs=False, **settings):
+    """A builder for one of pytorch-metric-learning's losses (imported only when chosen)."""
+    def build(num_classes, dim, args):
+        from pytorch_metric_learning import losses, reducers
+
+        extra = dict(num_classes=num_classes, embedding_size=dim) if with_centres else {}
+        if mean_over_pairs:   # its default averages only the pairs still violating the margin
+            extra["reducer"] = reducers.MeanReducer()
+        return getattr(losses, class_name)(**settings, **extra)
+    return build
+
+
+@dataclass(frozen=True)
+class MetricLoss:
+    summary: str                # --help text: what it is and its settings
+    build: Callable             # (num_classes, feature dim, args) -> module(features, labels) -> scalar
+    needs_pairs: bool = False   # uses positives within the batch: useless without --sampler pk
+
+
+LOSSES = {   # layumi's flag names; settings are the papers' (or layumi's where the paper gives none for re-ID)
+    "triplet": MetricLoss("batch-hard triplet loss on the L2-normalised feature, margin --triplet_margin "
+                          "(Hermans et al. 2017)", lambda classes, dim, args: BatchHardTriplet(args.triplet_margin),
+                          needs_pairs=True),
+    "center": MetricLoss("centre loss with learned class centres, weight --center_weight (Wen et al. 2016, BoT)",
+                         lambda classes, dim, args: CenterLoss(classes, dim)),
+    "arcface": MetricLoss("ArcFace: additive angular margin 0.5 rad (28.6 degrees), scale 64, learned class "
+                          "centres (Deng et al. 2019)", _library_loss("ArcFaceLoss", True, margin=math.degrees(0.5), scale=64)),
+    "cosface": MetricLoss("CosFace: additive cosine margin 0.35, scale 64, learned class centres (Wang et al. 2018)",
+                          _library_loss("CosFaceLoss", True, margin=0.35, scale=64)),
+    "sphere": MetricLoss("SphereFace: multiplicative angular margin 4 on the unnormalised feature, learned class "
+                         "centres, no lambda annealing (Liu et al. 2017)", _library_loss("SphereFaceLoss", True, margin=4)),
+    "circle": MetricLoss("circle loss on cosine similarities, m 0.25, gamma 32, mean over anchors (Sun et al. 2020)",
+                         _library_loss("CircleLoss", m=0.25, gamma=32), needs_pairs=True),
+    "contrast": MetricLoss("contrastive loss on L2-normalised features: positives pulled to distance 0, negatives "
+                           "pushed beyond 1; mean over positive pairs + mean over negative pairs (Hadsell et al. 2006)",
+                           _library_loss("ContrastiveLoss", mean_over_pairs=True, pos_margin=0, neg_margin=1),
+                           needs_pairs=True),
+    "lifted": MetricLoss("generalised lifted structure loss on L2-normalised features, negative margin 1, "
+                         "mean over anchors (Hermans et al. 2017)",
+                         _library_loss("GeneralizedLiftedStructureLoss", neg_margin=1, pos_margin=0), needs_pairs=True),
+    "instance": MetricLoss("instance loss: each picture is its own class among the batch, scale --ins_gamma "
+                           "(Zheng et al. 2020)", lambda classes, dim, args: InstanceLoss(args.ins_gamma, False)),
+    "instance_id": MetricLoss("instance loss with each identity's pictures averaged into one class, scale --ins_gamma",
+                              lambda classes, dim, args: InstanceLoss(args.ins_gamma, True)),
+}
+
+
+class MetricLosses(nn.Module):
+    """The extra losses chosen in ``args``, summed with their weights; learned class centres live here.
+
+    They are computed in float32 outside autocast: margins on cosines near 1 need the precision, and the
+    library's losses cast their centres to the feature's dtype.
+    """
+
+    def __init__(self, args, num_classes, dim):
+        super().__init__()
+        self.terms = nn.ModuleDict({name: LOSSES[name].build(num_classes, dim, args) for name in chosen_losses(args)})
+        self.weights = {name: args.center_weight if name == "center" else 1.0 for name in self.terms}
+
+    def forward(self, features, labels):
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.float()
+            return sum(self.weights[name] * term(features, labels) for name, term in self.terms.items())
+
+    def parameter_groups(self, lr, center_lr):
+        """Optimizer groups: the centre loss's centres at ``center_lr`` (BoT: the gradient of the unweighted
+        loss), the margin losses' class centres at ``lr``; no weight decay (centres are not a model to shrink)."""
+        groups = []
+        for name, term in self.terms.items():
+            params = list(term.parameters())
+            if params:
+                rate = center_lr / self.weights[name] if name == "center" else lr
+                groups.append({"params": params, "lr": rate, "weight_decay": 0.0})
+        return groups
+
+
+def loss_and_scores(outputs, labels, criterion, metric=None):
     """The training loss and the class scores used for accuracy.
 
     Part models (PCB) give (N, parts, classes): one cross-entropy per part, summed; scores add the
-    parts' softmax. With metric losses the model gives (logits, features): the batch-hard triplet
-    loss (``triplet_margin``) and ``center_weight`` x the centre loss are added.
+    parts' softmax. With metric losses the model gives (logits, features) and ``metric`` (a
+    ``MetricLosses``) adds its terms.
     """
     if isinstance(outputs, tuple):
         logits, features = outputs
         loss, scores = loss_and_scores(logits, labels, criterion)
-        if triplet_margin is not None:
-            loss = loss + batch_hard_triplet(features, labels, triplet_margin)
-        if center is not None:
-            loss = loss + center_weight * center(features.float(), labels)
-        return loss, scores
+        return (loss + metric(features, labels) if metric is not None else loss), scores
     if outputs.dim() == 3:
         loss = sum(criterion(outputs[:, part], labels) for part in range(outputs.size(1)))
         return loss, outputs.softmax(-1).sum(1)

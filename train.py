@@ -31,7 +31,7 @@ from tqdm import tqdm
 import model as models
 import utils
 import metric_learning
-from metric_learning import CenterLoss, PKSampler, loss_and_scores
+from metric_learning import MetricLosses, PKSampler, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
@@ -136,23 +136,23 @@ def make_loaders(args, train_set, val_set, device):
         train = torch.utils.data.DataLoader(train_set, generator=generator, **common, batch_sampler=PKSampler(
             train_set.targets, identities, args.num_instances, generator))
     else:
-        if args.triplet or args.center:
-            print("warning: metric losses find few positives in random batches; add --sampler pk")
+        weak = metric_learning.pair_losses_without_pk(args)
+        if weak:
+            print(f"warning: --{' --'.join(weak)} find(s) few positives in random batches; add --sampler pk")
         train = torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
                                             generator=generator, **common)
     return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
 
 
-def build_optimizer(net, args, center=None):
-    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr; class centres
-    at --center_lr for the unweighted centre loss (BoT), without weight decay."""
+def build_optimizer(net, args, metric=None):
+    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr; the metric
+    losses' class centres as ``MetricLosses.parameter_groups`` says."""
     head = [p for n, p in net.named_parameters() if n.startswith("classifier") and p.requires_grad]
     backbone = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
     backbone_lr = args.lr if args.no_pretrained else 0.1 * args.lr   # nothing to preserve in random weights
     groups = [{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}]
-    if center is not None:
-        groups.insert(0, {"params": list(center.parameters()), "lr": args.center_lr / args.center_weight,
-                          "weight_decay": 0.0})
+    if metric is not None:   # first, so that param_groups[-1] stays the head (its lr is the one printed)
+        groups = metric.parameter_groups(args.lr, args.center_lr) + groups
     optimizer = torch.optim.SGD(groups, weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
     if args.cosine:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.total_epoch, eta_min=0.01 * args.lr)
@@ -173,8 +173,7 @@ def run_epoch(net, loader, phase, ctx):
             images = images.to(ctx["device"], non_blocking=True, memory_format=ctx["memory_format"])
             labels = labels.to(ctx["device"], non_blocking=True)
             with ctx["autocast"]():
-                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"], ctx["triplet_margin"],
-                                               ctx["center"], ctx["center_weight"])
+                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"], ctx["metric"])
             if training:
                 ctx["optimizer"].zero_grad(set_to_none=True)
                 ctx["scaler"].scale(loss * ctx["warm"](step)).backward()
@@ -206,7 +205,7 @@ def save_checkpoints(run_dir, net, epoch, args, history, ctx):
     state = {"epoch": epoch, "model": weights, "optimizer": ctx["optimizer"].state_dict(),
              "scheduler": ctx["scheduler"].state_dict(), "scaler": ctx["scaler"].state_dict(),
              "history": history, "rng": utils.rng_states(),
-             "center": ctx["center"].state_dict() if ctx["center"] is not None else {},
+             "metric": ctx["metric"].state_dict() if ctx["metric"] is not None else {},
              "average": ctx["average"].state_dict() if ctx["average"] is not None else {}}
     utils.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
 
@@ -219,7 +218,9 @@ def restore(run_dir, net, ctx):
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
     unwrap(net).load_state_dict(state["model"])
-    for key in ("optimizer", "scheduler", "scaler", "center", "average"):
+    if "metric" not in state:   # written before the loss registry: only the centre loss had parameters
+        state["metric"] = {f"terms.center.{key}": value for key, value in state.get("center", {}).items()}
+    for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
         if ctx[key] is not None:
             ctx[key].load_state_dict(state[key])
     torch.set_rng_state(state["rng"]["torch"])
@@ -252,14 +253,13 @@ def training_context(args, net, device):
     if amp_dtype is not None and not cuda:
         print("note: --fp16/--bf16 need CUDA; training in float32 on the CPU")
     use_amp = amp_dtype is not None and cuda
-    center = None
-    if args.center:
-        spec = models.get_backbone(args.backbone)
-        center = CenterLoss(args.nclasses, spec.feature_dim(0 if args.bnneck else args.linear_num)).to(device)
-    optimizer, scheduler = build_optimizer(net, args, center)
+    metric = None
+    if metric_learning.chosen_losses(args):
+        dim = models.get_backbone(args.backbone).feature_dim(0 if args.bnneck else args.linear_num)
+        metric = MetricLosses(args, args.nclasses, dim).to(device)
+    optimizer, scheduler = build_optimizer(net, args, metric)
     return {"device": device, "criterion": nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-            "triplet_margin": args.triplet_margin if args.triplet else None, "batchsize": args.batchsize,
-            "center": center, "center_weight": args.center_weight,
+            "metric": metric, "batchsize": args.batchsize,
             "average": metric_learning.weight_average(net, args.wa_decay) if args.wa else None,
             "optimizer": optimizer, "scheduler": scheduler,
             "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
@@ -292,7 +292,7 @@ def build_network(args, spec, nclasses, device):
     utils.set_seed(args.seed, deterministic=device.type == "cpu")
     torch.backends.cudnn.benchmark = device.type == "cuda"   # fast kernels on GPU; determinism is a CPU promise
     net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
-                             args.stride, circle=args.triplet or args.center, bnneck=args.bnneck,
+                             args.stride, circle=bool(metric_learning.chosen_losses(args)), bnneck=args.bnneck,
                              neck_feat=args.neck_feat).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 

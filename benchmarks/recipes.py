@@ -1,7 +1,8 @@
-"""Compare training recipes on the toy data: the baseline and a preset, same budget, several seeds.
+"""Compare training recipes on the toy data: the baseline, the BoT preset and each metric loss, same budget.
 
 Usage (after bash scripts/practical.sh has made data/Market/pytorch):
     python benchmarks/recipes.py --data_dir data/Market/pytorch --seeds 0 1 2
+    python benchmarks/recipes.py --recipes baseline pk triplet arcface      # a few rows only
 
 Each run trains mobilenet_v3 from random weights on the CPU for --total_epoch epochs with the same
 batch size, learning rate and warm-up (typed flags win over the preset), then runs test.py; the table
@@ -18,10 +19,14 @@ from io import StringIO
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import metric_learning  # noqa: E402
 import test as stage4  # noqa: E402
 import train  # noqa: E402
 
-RECIPES = {"baseline": [], "bot": ["--recipe", "bot"]}
+PK = ["--sampler", "pk", "--num_instances", "4"]
+RECIPES = {"baseline": [], "bot": ["--recipe", "bot"], "pk": PK,
+           # each metric loss on top of the cross-entropy, all with the P x K sampler so that row "pk" is their reference
+           **{loss: PK + [f"--{loss}"] for loss in metric_learning.LOSSES}}
 
 
 def build_parser():
@@ -30,6 +35,8 @@ def build_parser():
     p.add_argument("--data_dir", default="data/Market/pytorch", help="the toy pytorch/ folder")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random seeds")
     p.add_argument("--total_epoch", type=int, default=15, help="the budget, the same for every recipe")
+    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES),
+                   help="rows of the table: baseline, bot, pk (cross-entropy with the P x K sampler), or a loss")
     return p
 
 
@@ -50,12 +57,12 @@ def run(recipe, seed, args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    results = {recipe: [run(recipe, seed, args) for seed in args.seeds] for recipe in RECIPES}
+    results = {recipe: [run(recipe, seed, args) for seed in args.seeds] for recipe in args.recipes}
     print(f"\nmobilenet_v3, random init, {args.total_epoch} epochs, batch 32, seeds {args.seeds}")
-    print(f"{'recipe':<10}{'Rank@1 (%)':>16}{'mAP (%)':>16}   per seed (Rank@1 / mAP)")
+    print(f"{'recipe':<12}{'Rank@1 (%)':>16}{'mAP (%)':>16}   per seed (Rank@1 / mAP)")
     for recipe, scores in results.items():
         values = 100 * np.array(scores)
-        print(f"{recipe:<10}{values[:, 0].mean():>9.1f} ± {values[:, 0].std():<4.1f}"
+        print(f"{recipe:<12}{values[:, 0].mean():>9.1f} ± {values[:, 0].std():<4.1f}"
               f"{values[:, 1].mean():>9.1f} ± {values[:, 1].std():<4.1f}   "
               + ", ".join(f"{r:.1f}/{m:.1f}" for r, m in values))
 

@@ -58,10 +58,12 @@ def test_flags_and_their_checks(capsys):
     args = train.resolve_options(parser, ["--sampler", "pk", "--num_instances", "4", "--batchsize", "16", "--triplet",
                                           "--label_smoothing", "0.1", "--backbone", "resnet18"])
     assert args.sampler == "pk" and args.triplet and args.triplet_margin == 0.3
+    args.nclasses = 5
     context = train.training_context(args, torch.nn.Linear(2, 2), torch.device("cpu"))
-    assert context["criterion"].label_smoothing == 0.1 and context["triplet_margin"] == 0.3
+    assert context["criterion"].label_smoothing == 0.1 and context["metric"].terms["triplet"].margin == 0.3
     for argv, fragment in ((["--sampler", "pk", "--batchsize", "10"], "--num_instances"),
-                           (["--PCB", "--triplet"], "PCB"), (["--label_smoothing", "1"], "--label_smoothing")):
+                           (["--PCB", "--triplet"], "PCB"), (["--PCB", "--arcface"], "PCB"),
+                           (["--label_smoothing", "1"], "--label_smoothing"), (["--ins_gamma", "0"], "--ins_gamma")):
         with pytest.raises(SystemExit):
             train.resolve_options(parser, argv)
         assert fragment in capsys.readouterr().err
@@ -75,6 +77,50 @@ def test_one_epoch_with_triplet_pk_and_smoothing(prepared_market, tmp_path, monk
         opts = yaml.safe_load(handle)
     assert opts["sampler"] == "pk" and opts["triplet"] and opts["label_smoothing"] == 0.1
     assert (tmp_path / run_dir / "net_last.pth").exists()
+
+
+def test_every_loss_at_once_trains_resumes_and_is_tested(prepared_market, tmp_path, monkeypatch, capsys):
+    import metric_learning
+    import test as stage4
+
+    monkeypatch.chdir(tmp_path)
+    everything = [f"--{name}" for name in metric_learning.LOSSES]
+    common = ["--data_dir", str(prepared_market), *FAST, "--sampler", "pk", "--num_instances", "2",
+              "--linear_num", "64", "--total_epoch", "2", *everything]
+    whole = torch.load(tmp_path / train.main(common + ["--name", "whole"]) / "state_last.pth", weights_only=True)
+    real_run_epoch, calls = train.run_epoch, []
+
+    def interrupted(net, loader, phase, ctx):
+        calls.append(phase)
+        if len(calls) == 3:     # the second epoch's training
+            raise KeyboardInterrupt
+        return real_run_epoch(net, loader, phase, ctx)
+
+    monkeypatch.setattr(train, "run_epoch", interrupted)
+    with pytest.raises(SystemExit):   # cli_main turns the interruption into exit code 130
+        train.main(common + ["--name", "cut"])
+    first = torch.load(tmp_path / "model/cut/state_last.pth", weights_only=True)["metric"]
+    assert {"terms.arcface.W", "terms.cosface.W", "terms.sphere.W", "terms.center.centers"} <= first.keys()
+    with open(tmp_path / "model/cut/opts.yaml") as handle:
+        assert first["terms.arcface.W"].shape == (64, yaml.safe_load(handle)["nclasses"])
+    monkeypatch.setattr(train, "run_epoch", real_run_epoch)
+    train.main(["--name", "cut", "--resume"])
+    resumed = torch.load(tmp_path / "model/cut/state_last.pth", weights_only=True)
+    assert all(math.isfinite(row["train_loss"]) for row in resumed["history"])
+    for key, value in resumed["metric"].items():
+        assert torch.equal(value, whole["metric"][key]), f"{key}: a resumed run continues exactly"
+    assert not torch.equal(first["terms.arcface.W"], resumed["metric"]["terms.arcface.W"]), "centres are trained"
+    stage4.main(["--gpu_ids", "-1", "--name", "cut", "--test_dir", str(prepared_market), "--num_workers", "0",
+                 "--batchsize", "16"])
+    assert "Rank@1:" in capsys.readouterr().out
+
+
+def test_pair_losses_warn_without_pk(prepared_market, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    train.main(["--data_dir", str(prepared_market), "--name", "warn", *FAST, "--total_epoch", "1",
+                "--circle", "--arcface"])
+    out = capsys.readouterr().out
+    assert "warning: --circle find(s) few positives" in out and "--arcface find" not in out
 
 
 def test_center_loss_value_and_gradients_reach_the_centres():
@@ -124,7 +170,7 @@ def test_bot_run_is_rebuilt_by_test_py(prepared_market, tmp_path, monkeypatch, c
         opts = yaml.safe_load(handle)
     assert opts["recipe"] == "bot" and opts["bnneck"] and opts["center"] and opts["feature_dim"] == 576
     assert opts["stride"] == 2, "mobilenet_v3 has no last stride to change"
-    assert "center" in torch.load(tmp_path / run_dir / "state_last.pth", weights_only=True)
+    assert "terms.center.centers" in torch.load(tmp_path / run_dir / "state_last.pth", weights_only=True)["metric"]
     stage4.main(["--gpu_ids", "-1", "--name", "bot", "--test_dir", str(prepared_market), "--num_workers", "0",
                  "--batchsize", "16"])
     assert "Rank@1:" in capsys.readouterr().out

@@ -1,0 +1,191 @@
+"""The metric losses of metric_learning.LOSSES against values worked out by hand on tiny batches.
+
+Features are 2-D, so every cosine is the cosine of an angle we choose; the expected values are written
+from the papers' formulas with the math module, independently of the code under test.
+"""
+import math
+from argparse import Namespace
+
+import pytest
+import torch
+
+import metric_learning
+import train
+from metric_learning import LOSSES, MetricLosses
+
+
+def options(*names, **settings):
+    """An argparse-like namespace with ``names`` switched on and the flags' defaults."""
+    defaults = vars(train.build_parser().parse_args([]))
+    return Namespace(**{**defaults, **{name: True for name in names}, **settings})
+
+
+def losses(*names, classes=2, dim=2, **settings):
+    return MetricLosses(options(*names, **settings), classes, dim)
+
+
+def at(*angles, norm=1.0):
+    """Feature vectors at the given angles (radians) from the x axis."""
+    return torch.tensor([[norm * math.cos(a), norm * math.sin(a)] for a in angles], dtype=torch.float64).float()
+
+
+def cross_entropy(logits, target):
+    top = max(logits)
+    return top + math.log(sum(math.exp(z - top) for z in logits)) - logits[target]
+
+
+def with_axis_centres(metric, name):
+    """Class 0's centre on the x axis, class 1's on the y axis."""
+    with torch.no_grad():
+        metric.terms[name].W.copy_(torch.eye(2))
+    return metric
+
+
+def test_arcface_by_hand():
+    metric = with_axis_centres(losses("arcface"), "arcface")
+    # angles to the own centre: 0.7 (class 0), pi/2 - 0.5 (class 1), and 2.8 > pi - 0.5 (class 0)
+    loss = metric(at(0.7, 0.5, 2.8, norm=3.0), torch.tensor([0, 1, 0]))
+    s, m = 64, 0.5
+    expected = [cross_entropy([s * math.cos(0.7 + m), s * math.cos(math.pi / 2 - 0.7)], 0),
+                cross_entropy([s * math.cos(0.5), s * math.cos(math.pi / 2 - 0.5 + m)], 1),
+                # beyond pi - m, cos(theta + m) would rise again; the logit continues as cos(theta) - m sin(m)
+                cross_entropy([s * (math.cos(2.8) - m * math.sin(m)), s * math.cos(2.8 - math.pi / 2)], 0)]
+    assert min(expected) > 1, "values the margin decides, not ones that vanish"
+    assert loss.item() == pytest.approx(sum(expected) / 3, rel=1e-4)
+
+
+def test_cosface_by_hand():
+    metric = with_axis_centres(losses("cosface"), "cosface")
+    loss = metric(at(0.7, 0.5), torch.tensor([0, 1]))
+    s, m = 64, 0.35
+    expected = [cross_entropy([s * (math.cos(0.7) - m), s * math.cos(math.pi / 2 - 0.7)], 0),
+                cross_entropy([s * math.cos(0.5), s * (math.cos(math.pi / 2 - 0.5) - m)], 1)]
+    assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-4)
+
+
+def test_sphereface_by_hand():
+    metric = with_axis_centres(losses("sphere"), "sphere")
+    loss = metric(at(0.3, 1.0, norm=2.0), torch.tensor([0, 0]))
+    # psi(theta) = (-1)^k cos(4 theta) - 2k for theta in [k pi/4, (k+1) pi/4], times the feature's norm
+    expected = [cross_entropy([2 * math.cos(4 * 0.3), 2 * math.cos(math.pi / 2 - 0.3)], 0),
+                cross_entropy([2 * (-math.cos(4 * 1.0) - 2), 2 * math.cos(math.pi / 2 - 1.0)], 0)]
+    assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-4)
+
+
+def cosine(a, b):
+    return math.cos(a - b)
+
+
+def circle_term(anchor, positives, negatives, m=0.25, gamma=32):
+    def lse(values):
+        top = max(values)
+        return top + math.log(sum(math.exp(v - top) for v in values))
+    sp = [cosine(anchor, p) for p in positives]
+    sn = [cosine(anchor, n) for n in negatives]
+    logits_p = [-gamma * max(0, 1 + m - s) * (s - (1 - m)) for s in sp]
+    logits_n = [gamma * max(0, s + m) * (s - m) for s in sn]
+    return math.log1p(math.exp(lse(logits_p) + lse(logits_n)))
+
+
+ANGLES, LABELS = (0.0, 0.5, 1.0, 1.7), torch.tensor([0, 0, 1, 1])
+
+
+def test_circle_by_hand():
+    loss = losses("circle")(at(*ANGLES), LABELS)
+    a, b, c, d = ANGLES
+    expected = [circle_term(a, [b], [c, d]), circle_term(b, [a], [c, d]),
+                circle_term(c, [d], [a, b]), circle_term(d, [c], [a, b])]
+    assert loss.item() == pytest.approx(sum(expected) / 4, rel=1e-4)
+
+
+def chord(a, b):
+    """Euclidean distance between unit vectors at angles a and b."""
+    return 2 * math.sin(abs(a - b) / 2)
+
+
+def test_contrastive_by_hand():
+    loss = losses("contrast")(at(*ANGLES, norm=5.0), LABELS)   # the norm must not matter
+    a, b, c, d = ANGLES
+    positives = [chord(a, b), chord(c, d)]
+    negatives = [max(0, 1 - chord(x, y)) for x in (a, b) for y in (c, d)]
+    assert loss.item() == pytest.approx(sum(positives) / 2 + sum(negatives) / 4, rel=1e-4)
+
+
+def test_lifted_by_hand():
+    loss = losses("lifted")(at(*ANGLES), LABELS)
+    groups = ((ANGLES[0], ANGLES[1]), (ANGLES[2], ANGLES[3]))
+    terms = []
+    for own, other in (groups, groups[::-1]):
+        for anchor in own:
+            positive = [chord(anchor, p) for p in own if p != anchor]
+            negative = [1 - chord(anchor, n) for n in other]
+            terms.append(max(0, math.log(sum(map(math.exp, positive))) + math.log(sum(map(math.exp, negative)))))
+    assert loss.item() == pytest.approx(sum(terms) / 4, rel=1e-4)
+
+
+def test_instance_by_hand():
+    features = at(0.0, 0.4, 1.5)
+    labels = torch.tensor([3, 3, 8])
+    gamma = 4   # with the default 32 these losses vanish below float32's resolution
+    per_picture = losses("instance", ins_gamma=gamma)(features, labels)
+    expected = sum(cross_entropy([gamma * cosine(a, b) for b in (0.0, 0.4, 1.5)], i)
+                   for i, a in enumerate((0.0, 0.4, 1.5))) / 3
+    assert per_picture.item() == pytest.approx(expected, rel=1e-4)
+    # merged: identity 3 is the mean of its two unit vectors, which points at angle 0.2
+    merged = losses("instance_id", ins_gamma=gamma)(features, labels)
+    expected = (cross_entropy([gamma, gamma * cosine(0.2, 1.5)], 0) + cross_entropy([gamma * cosine(0.2, 1.5), gamma], 1)) / 2
+    assert merged.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_losses_add_up_with_their_weights():
+    features, labels = at(*ANGLES), LABELS
+    combined = losses("triplet", "circle", "center", center_weight=0.01)
+    alone = [losses("triplet")(features, labels), losses("circle")(features, labels)]
+    centres = combined.terms["center"].centers.detach()
+    center = ((features - centres[labels]) ** 2).sum(1).mean()
+    assert combined(features, labels).item() == pytest.approx((alone[0] + alone[1] + 0.01 * center).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "sphere", "center", "instance_id"])
+def test_a_mean_over_the_batch_not_a_sum(name):
+    # the same pictures twice: a mean stays put, a sum (or a second 1/batch) would not
+    torch.manual_seed(0)
+    metric = losses(name, classes=3, dim=4)
+    features, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    once = metric(features, labels)
+    assert metric(features.repeat(2, 1), labels.repeat(2)).item() == pytest.approx(once.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "sphere", "center"])
+def test_class_centres_get_gradients_and_are_optimised(name):
+    args = options(name, nclasses=3, linear_num=4, backbone="resnet18", lr=0.1)
+    context = train.training_context(args, torch.nn.Linear(2, 2), torch.device("cpu"))
+    centres = next(context["metric"].terms[name].parameters())
+    assert any(centres is p for group in context["optimizer"].param_groups for p in group["params"])
+    before = centres.detach().clone()
+    torch.manual_seed(1)
+    context["metric"](torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    assert centres.grad is not None and centres.grad.abs().sum() > 0
+    context["optimizer"].step()
+    assert not torch.equal(before, centres.detach())
+
+
+def test_triplet_agrees_with_the_library_batch_hard_miner():
+    from pytorch_metric_learning import losses as library, miners, reducers
+
+    torch.manual_seed(0)
+    features, labels = torch.randn(12, 8), torch.arange(4).repeat_interleave(3)
+    ours = metric_learning.batch_hard_triplet(features, labels, margin=0.3)
+    theirs = library.TripletMarginLoss(margin=0.3, reducer=reducers.MeanReducer())(
+        features, labels, miners.BatchHardMiner()(features, labels))
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-4)
+
+
+def test_every_loss_trains_under_float16_autocast_inputs():
+    # AMP hands the losses half-precision features; they must compute in float32 and keep float32 centres
+    metric = losses(*LOSSES, classes=3, dim=4)
+    features = torch.randn(6, 4, dtype=torch.float16, requires_grad=True)
+    loss = metric(features, torch.tensor([0, 0, 1, 1, 2, 2]))
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and features.grad is not None
+    assert all(p.dtype == torch.float32 for p in metric.parameters())
