@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils import UserError
+
 
 class PKSampler(torch.utils.data.Sampler):
     """Batches of ``identities`` x ``instances`` dataset indices; every identity in every epoch.
@@ -55,6 +57,18 @@ class PKSampler(torch.utils.data.Sampler):
         if len(pictures) >= self.instances:
             return pictures[torch.randperm(len(pictures), generator=self.generator)[:self.instances]].tolist()
         return pictures[torch.randint(len(pictures), (self.instances,), generator=self.generator)].tolist()
+
+
+def pk_sampler(labels, batchsize, instances, generator):
+    """train.py's ``--sampler pk``: checks that the batch can hold distinct identities, and says when it holds few."""
+    identities = batchsize // instances
+    if identities > len(set(labels)):
+        raise UserError(f"--batchsize {batchsize} / --num_instances {instances} = {identities} identities a batch, "
+                        f"but there are {len(set(labels))}", "pass a smaller --batchsize")
+    if identities < 16:
+        print(f"note: {identities} identities a batch; BoT uses 16 (on the toy set 8 x 4 stalls training from "
+              "random weights, 16 x 2 does not: README, Training recipes)")
+    return PKSampler(labels, identities, instances, generator)
 
 
 RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.yaml records them resolved

@@ -31,7 +31,7 @@ from tqdm import tqdm
 import model as models
 import utils
 import metric_learning
-from metric_learning import MetricLosses, PKSampler, loss_and_scores
+from metric_learning import MetricLosses, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
@@ -129,12 +129,8 @@ def make_loaders(args, train_set, val_set, device):
     generator = torch.Generator()   # re-seeded every epoch, so the order depends on (seed, epoch) only
     common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
     if args.sampler == "pk":
-        identities = args.batchsize // args.num_instances
-        if identities > len(train_set.classes):
-            raise UserError(f"--batchsize {args.batchsize} / --num_instances {args.num_instances} = {identities} "
-                            f"identities a batch, but there are {len(train_set.classes)}", "pass a smaller --batchsize")
-        train = torch.utils.data.DataLoader(train_set, generator=generator, **common, batch_sampler=PKSampler(
-            train_set.targets, identities, args.num_instances, generator))
+        sampler = metric_learning.pk_sampler(train_set.targets, args.batchsize, args.num_instances, generator)
+        train = torch.utils.data.DataLoader(train_set, generator=generator, **common, batch_sampler=sampler)
     else:
         weak = metric_learning.pair_losses_without_pk(args)
         if weak:

@@ -207,3 +207,16 @@ def test_wa_writes_net_average_with_its_own_batchnorm_statistics(prepared_market
     stage4.main(["--gpu_ids", "-1", "--name", "wa", "--which_epoch", "average", "--test_dir", str(prepared_market),
                  "--num_workers", "0", "--batchsize", "16"])
     assert "Rank@1:" in capsys.readouterr().out
+
+
+def test_pk_sampler_refuses_more_identities_than_exist_and_notes_few(capsys):
+    from metric_learning import pk_sampler
+    from utils import UserError
+
+    labels = [label for label in range(20) for _ in range(3)]
+    with pytest.raises(UserError, match="identities a batch, but there are 20"):
+        pk_sampler(labels, 64, 2, torch.Generator())
+    assert len(next(iter(pk_sampler(labels, 32, 4, torch.Generator())))) == 32
+    assert "note: 8 identities a batch" in capsys.readouterr().out
+    pk_sampler(labels, 32, 2, torch.Generator())
+    assert capsys.readouterr().out == ""
