@@ -8,8 +8,8 @@ to the identity cross-entropy with weight 1 (the centre loss with ``--center_wei
 ``PKSampler`` yields batches of P identities x K pictures each, so that every picture in a batch has
 K-1 positives (a random batch of 32 from 751 people has almost none), and uses every identity in
 every epoch. ``LOSSES`` is the registry of the extra losses behind layumi's flags: ours where the
-formula is short or the library's differs from the paper (batch-hard triplet, centre, instance), and
-pytorch-metric-learning's tested implementations for the margin-softmax and pair losses.
+formula is short or the library's differs from the paper (batch-hard triplet, centre, instance,
+SphereFace), and pytorch-metric-learning's tested implementations for ArcFace, CosFace and the pair losses.
 """
 import math
 from dataclasses import dataclass
@@ -226,6 +226,38 @@ class InstanceLoss(nn.Module):
         return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
+class SphereFace(nn.Module):
+    """SphereFace's A-Softmax loss (Liu et al., CVPR 2017) with the paper's annealing.
+
+    Logits are ||x|| cos(theta_j) against normalised class centres; the target's is
+    ||x|| (lambda cos(theta) + psi(theta)) / (1 + lambda), psi(theta) = (-1)^k cos(m theta) - 2k on
+    [k pi/m, (k+1) pi/m], with lambda = max(5, 1000 / (1 + 0.12 t)) after t training steps (the authors'
+    settings). Without the annealing (pytorch-metric-learning's version) the loss is smallest when the
+    features shrink to 0, and on the toy set the network collapsed to chance.
+    """
+
+    def __init__(self, num_classes, dim, margin=4, base=1000.0, gamma=0.12, lambda_min=5.0):
+        super().__init__()
+        self.margin, self.base, self.gamma, self.lambda_min = margin, base, gamma, lambda_min
+        self.W = nn.Parameter(torch.randn(dim, num_classes))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))   # saved, so --resume continues the schedule
+
+    def annealing(self):
+        return max(self.lambda_min, self.base / (1 + self.gamma * self.steps.item()))
+
+    def forward(self, features, labels):
+        cosine = F.normalize(features, dim=1) @ F.normalize(self.W, dim=0)
+        target = cosine.gather(1, labels[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)   # acos' slope is infinite at +-1
+        theta = target.acos()
+        k = (theta * self.margin / math.pi).floor().detach()
+        psi = torch.where(k % 2 == 0, 1.0, -1.0) * torch.cos(self.margin * theta) - 2 * k
+        weight = self.annealing()
+        if torch.is_grad_enabled():   # training steps only, not validation
+            self.steps += 1
+        logits = cosine.scatter(1, labels[:, None], (weight * target + psi) / (1 + weight))
+        return F.cross_entropy(logits * features.norm(dim=1, keepdim=True), labels)
+
+
 def _library_loss(class_name, with_centres=False, mean_over_pairs=False, **settings):
     """A builder for one of pytorch-metric-learning's losses (imported only when chosen)."""
     def build(num_classes, dim, args):
@@ -256,7 +288,8 @@ LOSSES = {   # layumi's flag names; settings are the papers' (or layumi's where 
     "cosface": MetricLoss("CosFace: additive cosine margin 0.35, scale 64, learned class centres (Wang et al. 2018)",
                           _library_loss("CosFaceLoss", True, margin=0.35, scale=64)),
     "sphere": MetricLoss("SphereFace: multiplicative angular margin 4 on the unnormalised feature, learned class "
-                         "centres, no lambda annealing (Liu et al. 2017)", _library_loss("SphereFaceLoss", True, margin=4)),
+                         "centres, the paper's lambda annealing 1000 -> 5 (Liu et al. 2017)",
+                         lambda classes, dim, args: SphereFace(classes, dim)),
     "circle": MetricLoss("circle loss on cosine similarities, m 0.25, gamma 32, mean over anchors (Sun et al. 2020)",
                          _library_loss("CircleLoss", m=0.25, gamma=32), needs_pairs=True),
     "contrast": MetricLoss("contrastive loss on L2-normalised features: positives pulled to distance 0, negatives "

@@ -53,8 +53,6 @@ def run_cli(main, argv, capsys):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: large backbones (seconds each on CPU); deselect with -m 'not heavy'")
-    # pytorch-metric-learning's SphereFace calls scipy with a NumPy-0-d array (harmless, not ours to fix)
-    config.addinivalue_line("filterwarnings", "ignore:__array_wrap__ must accept context:DeprecationWarning")
     config.addinivalue_line("markers", "practical: README command (1) end to end (minutes); CI runs it with -m practical")
 
 

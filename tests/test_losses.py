@@ -65,11 +65,22 @@ def test_cosface_by_hand():
 
 def test_sphereface_by_hand():
     metric = with_axis_centres(losses("sphere"), "sphere")
-    loss = metric(at(0.3, 1.0, norm=2.0), torch.tensor([0, 0]))
-    # psi(theta) = (-1)^k cos(4 theta) - 2k for theta in [k pi/4, (k+1) pi/4], times the feature's norm
-    expected = [cross_entropy([2 * math.cos(4 * 0.3), 2 * math.cos(math.pi / 2 - 0.3)], 0),
-                cross_entropy([2 * (-math.cos(4 * 1.0) - 2), 2 * math.cos(math.pi / 2 - 1.0)], 0)]
-    assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-4)
+    sphere = metric.terms["sphere"]
+
+    def expected(weight):
+        # psi(theta) = (-1)^k cos(4 theta) - 2k for theta in [k pi/4, (k+1) pi/4]; all logits times ||x|| = 2
+        psi = [math.cos(4 * 0.3), -math.cos(4 * 1.0) - 2]
+        target = [2 * (weight * math.cos(a) + p) / (1 + weight) for a, p in zip((0.3, 1.0), psi)]
+        return (cross_entropy([target[0], 2 * math.cos(math.pi / 2 - 0.3)], 0)
+                + cross_entropy([target[1], 2 * math.cos(math.pi / 2 - 1.0)], 0)) / 2
+
+    features, labels = at(0.3, 1.0, norm=2.0), torch.tensor([0, 0])
+    assert metric(features, labels).item() == pytest.approx(expected(1000), rel=1e-4)    # first step: lambda 1000
+    assert sphere.steps.item() == 1
+    with torch.no_grad():
+        sphere.steps.fill_(10_000)
+        assert metric(features, labels).item() == pytest.approx(expected(5), rel=1e-4)   # annealed to lambda 5
+    assert sphere.steps.item() == 10_000, "validation does not advance the schedule"
 
 
 def cosine(a, b):
@@ -152,8 +163,10 @@ def test_a_mean_over_the_batch_not_a_sum(name):
     torch.manual_seed(0)
     metric = losses(name, classes=3, dim=4)
     features, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
-    once = metric(features, labels)
-    assert metric(features.repeat(2, 1), labels.repeat(2)).item() == pytest.approx(once.item(), rel=1e-5)
+    with torch.no_grad():   # SphereFace's annealing advances with every training step
+        once = metric(features, labels)
+        twice = metric(features.repeat(2, 1), labels.repeat(2))
+    assert twice.item() == pytest.approx(once.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["arcface", "cosface", "sphere", "center"])
