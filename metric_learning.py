@@ -232,8 +232,8 @@ class SphereFace(nn.Module):
     Logits are ||x|| cos(theta_j) against normalised class centres; the target's is
     ||x|| (lambda cos(theta) + psi(theta)) / (1 + lambda), psi(theta) = (-1)^k cos(m theta) - 2k on
     [k pi/m, (k+1) pi/m], with lambda = max(5, 1000 / (1 + 0.12 t)) after t training steps (the authors'
-    settings). Without the annealing (pytorch-metric-learning's version) the loss is smallest when the
-    features shrink to 0, and on the toy set the network collapsed to chance.
+    settings; pytorch-metric-learning's version has no annealing). Early on, a wrong target lowers the
+    loss by shrinking ||x||: from random weights on the toy set it still collapses (README).
     """
 
     def __init__(self, num_classes, dim, margin=4, base=1000.0, gamma=0.12, lambda_min=5.0):
