@@ -31,7 +31,7 @@ from tqdm import tqdm
 import model as models
 import utils
 import metric_learning
-from metric_learning import MetricLosses, loss_and_scores
+from metric_losses import MetricLosses, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume

@@ -1,4 +1,4 @@
-"""The metric losses of metric_learning.LOSSES against values worked out by hand on tiny batches.
+"""The metric losses of metric_losses.LOSSES against values worked out by hand on tiny batches.
 
 Features are 2-D, so every cosine is the cosine of an angle we choose; the expected values are written
 from the papers' formulas with the math module, independently of the code under test.
@@ -9,9 +9,9 @@ from argparse import Namespace
 import pytest
 import torch
 
-import metric_learning
+import metric_losses
 import train
-from metric_learning import LOSSES, MetricLosses
+from metric_losses import LOSSES, MetricLosses
 
 
 def options(*names, **settings):
@@ -188,7 +188,7 @@ def test_triplet_agrees_with_the_library_batch_hard_miner():
 
     torch.manual_seed(0)
     features, labels = torch.randn(12, 8), torch.arange(4).repeat_interleave(3)
-    ours = metric_learning.batch_hard_triplet(features, labels, margin=0.3)
+    ours = metric_losses.batch_hard_triplet(features, labels, margin=0.3)
     theirs = library.TripletMarginLoss(margin=0.3, reducer=reducers.MeanReducer())(
         features, labels, miners.BatchHardMiner()(features, labels))
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-4)

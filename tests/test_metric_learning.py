@@ -7,7 +7,8 @@ import torch
 import yaml
 
 import train
-from metric_learning import PKSampler, batch_hard_triplet
+from metric_learning import PKSampler
+from metric_losses import batch_hard_triplet
 from test_train import FAST
 
 
@@ -124,7 +125,7 @@ def test_pair_losses_warn_without_pk(prepared_market, tmp_path, monkeypatch, cap
 
 
 def test_center_loss_value_and_gradients_reach_the_centres():
-    from metric_learning import CenterLoss
+    from metric_losses import CenterLoss
 
     loss_fn = CenterLoss(num_classes=2, dim=2)
     with torch.no_grad():
