@@ -44,7 +44,7 @@ def build_parser():
     p = argparse.ArgumentParser(description="Extract re-ID features and evaluate them (stage 4).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gpu_ids", default="0", help="GPU id, or -1 for the CPU (also the fallback)")
-    p.add_argument("--name", default="ft_ResNet50", help="run name: reads model/NAME/")
+    p.add_argument("--name", default="ft_ResNet50", type=utils.run_name, help="run name: reads model/NAME/")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--which_epoch", default="last",
                    help="checkpoint to load: last, average (train.py --wa), or an epoch such as 60 or 060")
@@ -66,7 +66,7 @@ def build_parser():
 
 def model_options(parser, argv, args):
     """defaults <- opts.yaml <- what was typed; a layumi opts.yaml selects its backbone with booleans."""
-    run_dir = os.path.join("model", args.name)
+    run_dir = utils.run_dir(args.name)
     saved = utils.load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {args.name}")
     typed = utils.explicit_options(parser, argv)
     options = {**DEFAULTS, **{k: saved[k] for k in MODEL_OPTIONS if k in saved},
@@ -92,7 +92,7 @@ def checkpoint_path(run_dir, which_epoch):
 
 def load_trained_model(args, options, device):
     """Rebuild the network from the registry and load the checkpoint; returns it in eval mode."""
-    run_dir = os.path.join("model", args.name)
+    run_dir = utils.run_dir(args.name)
     path = checkpoint_path(run_dir, str(args.which_epoch))
     net = models.build_model(options["backbone"], options["nclasses"], pretrained=False,
                              droprate=options["droprate"], linear_num=options["linear_num"], stride=options["stride"],
@@ -164,7 +164,7 @@ def parse_scales(text):
 
 def record_result(args, lines):
     """Append the scores to model/NAME/result.txt, with what produced them."""
-    with open(os.path.join("model", args.name, "result.txt"), "a") as handle:
+    with open(os.path.join(utils.run_dir(args.name), "result.txt"), "a") as handle:
         handle.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} epoch {args.which_epoch} test_dir {args.test_dir}"
                      f" ms {args.ms}{' multi' if args.multi else ''}\n" + "\n".join(lines) + "\n")
 

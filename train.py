@@ -43,7 +43,8 @@ def build_parser():
     p = argparse.ArgumentParser(description="Train a person re-ID model (stage 3).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gpu_ids", default="0", help="GPU ids such as 0 or 0,1; -1 for the CPU (also the fallback)")
-    p.add_argument("--name", default="ft_ResNet50", help="run name: files go to model/NAME/")
+    p.add_argument("--name", default="ft_ResNet50", type=utils.run_name,
+                   help="run name, a plain folder name: files go to model/NAME/")
     p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--train_all", action="store_true", help="train on train_all (train + val)")
     p.add_argument("--batchsize", type=int, default=32, help="pictures per batch (the last partial batch is dropped)")
@@ -87,7 +88,8 @@ def resolve_options(parser, argv):
     if args.batchsize < 1 or args.total_epoch < 1 or args.num_workers < 0:
         parser.error("--batchsize and --total_epoch must be at least 1, --num_workers at least 0")
     if args.resume:
-        saved = utils.load_yaml(os.path.join("model", args.name, "opts.yaml"), "train.py (this run never started)")
+        saved = utils.load_yaml(os.path.join(utils.run_dir(args.name), "opts.yaml"),
+                                "train.py (this run never started: drop --resume)")
         clashes = [k for k, v in typed.items() if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v]
         if clashes:
             parser.error(f"--resume keeps the run's options; drop --{', --'.join(clashes)} or start a new --name")
@@ -228,13 +230,18 @@ def unwrap(net):
 
 
 def prepare_run_dir(args):
-    run_dir = os.path.join("model", args.name)
-    if os.path.exists(run_dir) and not args.resume:
+    """model/NAME ready for writing. Called only once the network is built, so a failed start leaves no
+    folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
+    run_dir = utils.run_dir(args.name)
+    if os.path.islink(run_dir) or (os.path.exists(run_dir) and not os.path.isdir(run_dir)):
+        raise UserError(f"{run_dir} is not a folder", "choose another --name, or move that file away")
+    if os.path.isdir(run_dir) and not args.resume and any(".tmp-" not in n for n in os.listdir(run_dir)):
         if not args.overwrite:
             raise UserError(f"{run_dir} already exists", "pass --resume to continue it or --overwrite to start again")
+        if not utils.is_train_run(run_dir):
+            raise UserError(f"{run_dir} holds no opts.yaml written by train.py, so --overwrite will not delete it",
+                            "move its files away yourself, or choose another --name")
         shutil.rmtree(run_dir)
-    if args.resume and not os.path.isdir(run_dir):
-        raise UserError(f"{run_dir} does not exist, so there is nothing to resume", "drop --resume")
     os.makedirs(run_dir, exist_ok=True)
     for leftover in os.listdir(run_dir):   # temporary files of a run killed while writing
         if ".tmp-" in leftover:
@@ -299,10 +306,10 @@ def main(argv=None):
     spec = models.get_backbone(args.backbone)
     device, gpu_ids = utils.select_device(args.gpu_ids)
     train_set, val_set = load_datasets(args, spec.input_size)
-    run_dir = prepare_run_dir(args)
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
+    run_dir = prepare_run_dir(args)
     if len(gpu_ids) > 1:
         net = nn.DataParallel(net, device_ids=gpu_ids)
     start, history = restore(run_dir, net, ctx) if args.resume else (0, [])

@@ -233,6 +233,47 @@ def list_images(folder):
 
 # --- run folders: atomic files, options, checkpoint names -----------------------------------------
 
+RUNS_ROOT = "model"   # every run lives in model/NAME/, relative to the current directory
+TRAIN_OPTS = "opts.yaml"
+# keys every opts.yaml that train.py writes has held: how --overwrite recognises a run folder it may delete
+TRAIN_OPTS_KEYS = ("name", "backbone", "nclasses", "total_epoch", "lr", "batchsize")
+
+
+def run_name(text):
+    """``--name``: one plain folder name under model/ (argparse ``type=``), never a path.
+
+    ``..``, ``.``, an empty string (an unset shell variable) or a path with separators would put the run,
+    or what ``--overwrite`` deletes, outside model/NAME.
+    """
+    import argparse
+
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if text in ("", ".", "..") or any(sep in text for sep in separators) or "\0" in text or text != text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name (no /, not . or .., not empty); "
+                                         "runs live in model/NAME")
+    return text
+
+
+def run_dir(name):
+    """model/NAME for a name that ``run_name`` accepts."""
+    return os.path.join(RUNS_ROOT, name)
+
+
+def is_train_run(folder):
+    """True when ``folder`` holds an opts.yaml that train.py wrote (a mapping with train.py's keys)."""
+    import yaml
+
+    path = os.path.join(folder, TRAIN_OPTS)
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path) as handle:
+            saved = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(saved, dict) and all(key in saved for key in TRAIN_OPTS_KEYS)
+
+
 def atomic_write(path, write):
     """Call ``write(temporary_path)``, then rename it onto ``path``: a crash never leaves half a file."""
     temporary = f"{path}.tmp-{os.getpid()}"

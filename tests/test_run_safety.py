@@ -1,0 +1,92 @@
+"""train.py never loses data: --name is a plain folder under model/, --overwrite deletes only train.py's
+own runs, and a failed start leaves no run folder behind."""
+import os
+
+import pytest
+
+import model
+import train
+import utils
+from conftest import run_cli
+from test_train import FAST, in_tmp, train_run  # noqa: F401  (in_tmp is a fixture)
+
+
+def snapshot(folder):
+    """Every file and folder under ``folder`` with its size and modification time."""
+    found = {}
+    for parent, folders, files in os.walk(folder):
+        for name in folders + files:
+            path = os.path.join(parent, name)
+            info = os.lstat(path)
+            found[os.path.relpath(path, folder)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def one_error_line(err):
+    lines = err.strip().splitlines()
+    assert lines and "error: " in lines[-1], err
+    return lines[-1]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../x", "a/b", "/tmp/x", " padded"])
+def test_name_that_is_not_a_plain_folder_is_refused(name, prepared_market, in_tmp, capsys):
+    train_run(prepared_market, "precious", "--total_epoch", "1")
+    (in_tmp / "dataset.txt").write_text("the user's own file")
+    before = snapshot(in_tmp)
+    capsys.readouterr()
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", name, *FAST, "--total_epoch", "1",
+                                        "--overwrite"], capsys)
+    assert code == 2 and "--name" in one_error_line(err)
+    assert snapshot(in_tmp) == before
+
+
+def test_overwrite_deletes_only_a_folder_train_made(prepared_market, in_tmp, capsys):
+    notes = in_tmp / "model" / "notes"
+    notes.mkdir(parents=True)
+    (notes / "thesis.tex").write_text("months of work")
+    before = snapshot(in_tmp)
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "notes", *FAST, "--total_epoch", "1",
+                                        "--overwrite"], capsys)
+    assert code == 2 and "not delete" in one_error_line(err)
+    assert snapshot(in_tmp) == before
+
+
+def test_overwrite_replaces_a_run_train_made(prepared_market, in_tmp, capsys):
+    run_dir = in_tmp / train_run(prepared_market, "again", "--total_epoch", "1")
+    (run_dir / "stale.txt").write_text("from the old run")
+    code, _, _ = run_cli(train.main, ["--data_dir", prepared_market, "--name", "again", *FAST, "--total_epoch", "1",
+                                      "--overwrite"], capsys)
+    assert code == 0 and not (run_dir / "stale.txt").exists() and (run_dir / "net_last.pth").exists()
+
+
+def test_failed_start_leaves_no_folder_and_the_retry_works(prepared_market, in_tmp, monkeypatch, capsys):
+    real_build = model.build_model
+
+    def offline(*args, **kwargs):
+        raise utils.UserError("cannot fetch ImageNet weights for mobilenet_v3 (offline?)", "pass --no_pretrained")
+
+    monkeypatch.setattr(model, "build_model", offline)
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "first", *FAST,
+                                        "--total_epoch", "1"], capsys)
+    assert code == 2 and "offline" in one_error_line(err)
+    assert not (in_tmp / "model" / "first").exists()
+    monkeypatch.setattr(model, "build_model", real_build)
+    code, _, _ = run_cli(train.main, ["--data_dir", prepared_market, "--name", "first", *FAST, "--total_epoch", "1"],
+                         capsys)
+    assert code == 0 and (in_tmp / "model" / "first" / "net_last.pth").exists()
+
+
+def test_empty_folder_from_an_older_failed_start_is_reused(prepared_market, in_tmp, capsys):
+    (in_tmp / "model" / "empty").mkdir(parents=True)
+    code, _, _ = run_cli(train.main, ["--data_dir", prepared_market, "--name", "empty", *FAST, "--total_epoch", "1"],
+                         capsys)
+    assert code == 0
+
+
+def test_test_and_demo_refuse_a_path_as_name(capsys):
+    import demo
+    import test as stage4
+
+    for main in (stage4.main, demo.main):
+        code, _, err = run_cli(main, ["--name", "../elsewhere"], capsys)
+        assert code == 2 and "--name" in err
