@@ -18,7 +18,6 @@ A correct run prints the query and each ranked picture, e.g.
       1  0.8934  correct  data/Market/pytorch/gallery/0002/0002_c1s1_000551_01.jpg
     wrote show.png
 """
-import argparse
 import os
 
 import numpy as np
@@ -34,8 +33,7 @@ COLOURS = {"correct": (44, 160, 44), "wrong": (214, 39, 40), "query": (31, 119, 
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Show rankings, search with your own photo, or write a report (stage 6).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = utils.ArgumentParser(prog="demo.py", description="Show rankings, search with your own photo, or write a report (stage 6).")
     p.add_argument("--query_index", type=int, default=0, help="which query to show (0-based, in test.py's order)")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder test.py read")
     p.add_argument("--mat", default="pytorch_result.mat", help="features written by test.py")

@@ -21,7 +21,6 @@ A correct run prints:
     Rank@1:0.683168 Rank@5:0.861386 Rank@10:0.910891 mAP:0.512345
     Rank@20:0.950495 mINP:0.201234 AP:trapezoid queries:303 without a correct match:0
 """
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,8 +180,7 @@ def summary_lines(metrics):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Evaluate re-ID features (stage 5).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = utils.ArgumentParser(prog="evaluate_gpu.py", description="Evaluate re-ID features (stage 5).")
     p.add_argument("--mat", default="pytorch_result.mat", help="features written by test.py")
     p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid",
                    help="trapezoid: Market-1501 official / layumi; standard: torchreid / fast-reid")

@@ -25,7 +25,6 @@ A correct run on the toy set prints:
     multi-query       609         100  gt_bbox
     wrote data/Market/pytorch (copy) in 0.6 s
 """
-import argparse
 import hashlib
 import json
 import os
@@ -90,9 +89,9 @@ Entry = namedtuple("Entry", "source label filename")  # one file to place: pytor
 
 def build_parser(benchmark="market"):
     spec = BENCHMARKS[benchmark]
-    parser = argparse.ArgumentParser(
-        description=f"Arrange a {spec.title} download into ROOT/pytorch/ for training and testing.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = utils.ArgumentParser(
+        prog="prepare_Duke.py" if benchmark == "duke" else "prepare.py",
+        description=f"Arrange a {spec.title} download into ROOT/pytorch/ for training and testing.")
     parser.add_argument("--download_path", default=spec.default_root,
                         help=f"ROOT: the unzipped {spec.title} folder (holding bounding_box_train/ ...)")
     parser.add_argument("--link", choices=sorted(LINKERS), default="copy",

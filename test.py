@@ -41,8 +41,7 @@ DEFAULTS = {"backbone": "resnet50", "stride": 2, "linear_num": 512, "droprate": 
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Extract re-ID features and evaluate them (stage 4).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = utils.ArgumentParser(prog="test.py", description="Extract re-ID features and evaluate them (stage 4).")
     p.add_argument("--gpu_ids", default="0", help="GPU id, or -1 for the CPU (also the fallback)")
     p.add_argument("--name", default="ft_ResNet50", type=utils.run_name, help="run name: reads model/NAME/")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")

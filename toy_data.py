@@ -24,7 +24,6 @@ A correct run prints (default sizes, seed 0):
     ...
     wrote data/Market in 9.1 s
 """
-import argparse
 import io
 import json
 import os
@@ -38,6 +37,7 @@ import scipy.io
 from tqdm import tqdm
 
 import toy_render
+import utils
 from utils import TOY_MANIFEST, UserError, cli_main, read_json
 
 FORMAT_VERSION = 1
@@ -72,8 +72,7 @@ class Shot:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = utils.ArgumentParser(prog="toy_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", help="folder that receives Market/ or DukeMTMC-reID/")
     parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="market", help="which benchmark to imitate")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")

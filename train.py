@@ -18,7 +18,6 @@ Every file is written under a temporary name and renamed, so a crash never leave
 A correct run prints, per epoch, a progress bar for each phase and a line like:
     epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  lr 0.0100  21.4 s
 """
-import argparse
 import os
 import shutil
 import time
@@ -40,8 +39,7 @@ STATE = "state_last.pth"
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Train a person re-ID model (stage 3).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = utils.ArgumentParser(prog="train.py", description="Train a person re-ID model (stage 3).")
     p.add_argument("--gpu_ids", default="0", help="GPU ids such as 0 or 0,1; -1 for the CPU (also the fallback)")
     p.add_argument("--name", default="ft_ResNet50", type=utils.run_name,
                    help="run name, a plain folder name: files go to model/NAME/")

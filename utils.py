@@ -11,6 +11,7 @@ What lives here, once:
 torch is imported inside the functions that need it, so that ``prepare.py`` and ``toy_data.py``
 start quickly.
 """
+import argparse
 import functools
 import os
 import random
@@ -49,7 +50,7 @@ def cli_main(main):
         try:
             return main(argv)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {shorten(err.what)} — {shorten(err.fix)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("error: interrupted — run the same command again to continue", file=sys.stderr)
@@ -59,6 +60,31 @@ def cli_main(main):
             raise SystemExit(0) from None
 
     return wrapper
+
+
+MAX_MESSAGE = 400   # characters of an error line; a list of thousands of names is cut, not printed whole
+
+
+def shorten(text, limit=MAX_MESSAGE):
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error format: a usage mistake is one ``error:`` line and exit 2.
+
+    argparse's own errors (a non-integer, an unknown flag) and ``parser.error`` calls print the same single
+    line as a ``UserError``, with a pointer to ``--help`` instead of the 20-line usage block.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        print(f"error: {shorten(message)} — see python {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def parse_gpu_ids(gpu_ids):
@@ -245,8 +271,6 @@ def run_name(text):
     ``..``, ``.``, an empty string (an unset shell variable) or a path with separators would put the run,
     or what ``--overwrite`` deletes, outside model/NAME.
     """
-    import argparse
-
     separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
     if text in ("", ".", "..") or any(sep in text for sep in separators) or "\0" in text or text != text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name (no /, not . or .., not empty); "
@@ -321,7 +345,6 @@ def load_yaml(path, made_by):
 
 def explicit_options(parser, argv):
     """The options the user actually typed (not defaults), as a dict: they win over a saved opts.yaml."""
-    import argparse
 
     defaults = {action.dest: action.default for action in parser._actions}
     try:
