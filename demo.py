@@ -21,15 +21,11 @@ A correct run prints the query and each ranked picture, e.g.
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-import evaluate_gpu
 import utils
+from reid import features, files, images, metrics, runs
+from reid.pictures import draw_strip, query_strip, query_title
 from utils import UserError
-
-TILE = (128, 256)          # width, height of every picture in a strip
-GAP, LABEL, TITLE = 10, 40, 44
-COLOURS = {"correct": (44, 160, 44), "wrong": (214, 39, 40), "query": (31, 119, 180), "unknown": (120, 120, 120)}
 
 
 def build_parser():
@@ -42,7 +38,7 @@ def build_parser():
     p.add_argument("--out", default=None, help="picture to write (default show.png), or the report folder (report/)")
     p.add_argument("--report", action="store_true", help="write an HTML error-analysis report instead")
     p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid", help="AP convention of the report")
-    p.add_argument("--name", default=None, type=utils.run_name, help="own-photo search: the trained run under model/NAME/")
+    p.add_argument("--name", default=None, type=runs.run_name, help="own-photo search: the trained run under model/NAME/")
     p.add_argument("--query_image", default=None, help="own-photo search: your picture of a person")
     p.add_argument("--gallery_dir", default=None, help="own-photo search: a folder of person pictures to rank")
     p.add_argument("--which_epoch", default="last", help="own-photo search: checkpoint to load")
@@ -65,7 +61,7 @@ def picture_paths(test_dir, split, expected):
     folder = os.path.join(test_dir, split)
     if not os.path.isdir(folder):
         raise UserError(f"{folder} does not exist", "pass the --test_dir that test.py read")
-    paths = [path for path, _ in utils.image_folder(folder).samples]
+    paths = [path for path, _ in images.image_folder(folder).samples]
     if len(paths) != expected:
         raise UserError(f"{folder} holds {len(paths)} pictures but the .mat has {expected} {split} features",
                         "pass the --test_dir that test.py read, or run test.py again")
@@ -74,76 +70,18 @@ def picture_paths(test_dir, split, expected):
 
 def load_run(args):
     """The features, their picture paths, the evaluation and (with --rerank) the re-ranked scores."""
-    result = utils.load_features(args.mat)
+    result = features.load_features(args.mat)
     result["query_paths"] = picture_paths(args.test_dir, "query", len(result["query_f"]))
     result["gallery_paths"] = picture_paths(args.test_dir, "gallery", len(result["gallery_f"]))
     scores = None
     if args.rerank:
-        from re_ranking import re_ranking
+        from reid.re_ranking import re_ranking
         scores = -re_ranking(result["query_f"], result["gallery_f"])
     result["scores"] = scores
-    result["metrics"] = evaluate_gpu.evaluate(result["query_f"], result["query_label"], result["query_cam"],
+    result["metrics"] = metrics.evaluate(result["query_f"], result["query_label"], result["query_cam"],
                                               result["gallery_f"], result["gallery_label"], result["gallery_cam"],
                                               ap=args.ap, scores=scores)
     return result
-
-
-def ranked_gallery(result, index):
-    """Gallery indices for query ``index``, best first, junk removed, with 'correct'/'wrong' statuses.
-
-    Ties put a wrong match first, as evaluate_gpu.evaluate does, so the picture agrees with the scores.
-    """
-    scores = result["gallery_f"] @ result["query_f"][index] if result["scores"] is None else result["scores"][index]
-    pid, cam = result["query_label"][index], result["query_cam"][index]
-    same = result["gallery_label"] == pid
-    junk = (same & (result["gallery_cam"] == cam)) | (result["gallery_label"] == -1)
-    correct = same & ~junk
-    order = np.lexsort((correct, -scores))
-    order = order[~junk[order]]
-    return [(int(g), float(scores[g]), "correct" if correct[g] else "wrong") for g in order]
-
-
-def query_title(result, index):
-    metrics = result["metrics"]
-    first = metrics.first_correct[index]
-    found = f"first correct match at rank {first + 1}" if first >= 0 else "no correct match in the gallery"
-    return (f"query {index}: person {result['query_label'][index]} camera {result['query_cam'][index]}, "
-            f"AP {metrics.ap[index]:.3f}, {found}")
-
-
-def font(size):
-    return ImageFont.load_default(size=size)
-
-
-def draw_strip(query_path, items, title, query_caption="query"):
-    """One row: the query, then (path, caption, status) items; returns the image and each tile's box."""
-    width = GAP + (len(items) + 1) * (TILE[0] + GAP) + GAP
-    canvas = Image.new("RGB", (width, TITLE + LABEL + TILE[1] + GAP), "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.text((GAP, 10), title, fill="black", font=font(16))
-    boxes = []
-    tiles = [(query_path, query_caption, "query")] + list(items)
-    for slot, (path, caption, status) in enumerate(tiles):
-        left = GAP + slot * (TILE[0] + GAP) + (GAP if slot else 0)
-        top = TITLE + LABEL
-        with Image.open(path) as picture:
-            canvas.paste(picture.convert("RGB").resize(TILE, Image.BICUBIC), (left, top))
-        box = (left - 4, top - 4, left + TILE[0] + 3, top + TILE[1] + 3)
-        draw.rectangle(box, outline=COLOURS[status], width=4)
-        for line, text in enumerate(caption.split("\n")[:2]):
-            draw.text((left, TITLE + 2 + 18 * line), text, fill=COLOURS[status], font=font(14))
-        boxes.append((box, status))
-    return canvas, boxes
-
-
-def query_strip(result, index, topk):
-    """The strip for one query of the test run, and the ranked items it shows."""
-    ranked = ranked_gallery(result, index)[:topk]
-    items = [(result["gallery_paths"][g], f"{rank}  {status}\n{score:.3f}", status)
-             for rank, (g, score, status) in enumerate(ranked, 1)]
-    canvas, boxes = draw_strip(result["query_paths"][index], items, query_title(result, index),
-                               query_caption=f"query\nperson {result['query_label'][index]}")
-    return canvas, boxes, ranked
 
 
 def show_query(args):
@@ -158,7 +96,7 @@ def show_query(args):
     for rank, (gallery_index, score, status) in enumerate(ranked, 1):
         print(f"  {rank:>2}  {score:.3f}  {status:<7}  {result['gallery_paths'][gallery_index]}")
     out = args.out or "show.png"
-    utils.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
+    files.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
     print(f"wrote {out}")
     return out
 
@@ -167,22 +105,23 @@ def search_own_photo(args):
     """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction."""
     import model as models
     import test as stage4
+    from reid import extraction
 
     for path, kind in ((args.query_image, "file"), (args.gallery_dir, "folder")):
         if not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
             raise UserError(f"{path} is not a {kind}", f"pass an existing {kind}")
-    names = sorted(n for n in os.listdir(args.gallery_dir) if utils.is_image_file(n))
+    names = sorted(n for n in os.listdir(args.gallery_dir) if images.is_image_file(n))
     if not names:
         raise UserError(f"{args.gallery_dir} holds no pictures", "put .jpg or .png person crops in it")
     gallery = [os.path.join(args.gallery_dir, n) for n in names]
-    utils.check_images([args.query_image] + gallery)
+    images.check_images([args.query_image] + gallery)
     parser = stage4.build_parser()
     run_args = parser.parse_args(["--name", args.name, "--which_epoch", str(args.which_epoch)])
     options = stage4.model_options(parser, ["--name", args.name], run_args)
     device, _ = utils.select_device(args.gpu_ids)
     net = stage4.load_trained_model(run_args, options, device)
     size = models.get_backbone(options["backbone"]).input_size
-    features = stage4.extract_features(net, PictureList([args.query_image] + gallery, size), device, args.batchsize)
+    features = extraction.extract_features(net, images.PictureList([args.query_image] + gallery, size), device, args.batchsize)
     scores = (features[1:] @ features[0]).numpy()
     order = np.lexsort((np.arange(len(scores)), -scores))[:args.topk]
     items = [(gallery[g], f"{rank}\n{scores[g]:.3f}", "unknown") for rank, g in enumerate(order, 1)]
@@ -191,23 +130,9 @@ def search_own_photo(args):
     for rank, g in enumerate(order, 1):
         print(f"  {rank:>2}  {scores[g]:.4f}  {gallery[g]}")
     out = args.out or "show.png"
-    utils.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
+    files.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
     print(f"wrote {out}")
     return [gallery[g] for g in order]
-
-
-class PictureList:
-    """A dataset of picture paths with the test transform (label 0), for own-photo search."""
-
-    def __init__(self, paths, size):
-        self.paths, self.transform = paths, utils.image_transforms(size)
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        with Image.open(self.paths[index]) as picture:
-            return self.transform(picture.convert("RGB")), 0
 
 
 @utils.cli_main
@@ -218,7 +143,7 @@ def main(argv=None):
     if args.query_image:
         return search_own_photo(args)
     if args.report:
-        import report
+        from reid import report
         return report.write_report(load_run(args), args.out or "report", args.topk)
     return show_query(args)
 

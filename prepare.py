@@ -31,49 +31,20 @@ import os
 import shutil
 import time
 from collections import Counter, namedtuple
-from dataclasses import dataclass
 
 from tqdm import tqdm
 
 import utils
-from utils import (DUKE_RULE, MARKET_RULE, NAME_PARSERS, TOY_MANIFEST, NameRuleError, UserError, cli_main,
-                   is_image_file)
+from reid import files
+from reid.datasets import BENCHMARKS, NAME_PARSERS, TOY_MANIFEST, NameRuleError
+from reid.images import is_image_file
+from utils import UserError, cli_main
 
 MANIFEST = "prepare_manifest.json"
 FORMAT_VERSION = 1
 OUTPUT, PARTIAL, OLD = "pytorch", ".pytorch.partial", ".pytorch.old"
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    """What prepare needs to know about one dataset."""
-
-    key: str
-    title: str
-    default_root: str
-    rule: str
-    sources: tuple          # (output split, source folder, required?)
-    official: dict          # output split -> (images, identities or None) of the real release
-    download_hint: str
-
-
-BENCHMARKS = {
-    "market": Benchmark(
-        key="market", title="Market-1501", default_root="../Market", rule=MARKET_RULE,
-        sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
-                 ("gallery", "bounding_box_test", True), ("multi-query", "gt_bbox", False)),
-        official={"train_all": (12936, 751), "query": (3368, 750), "gallery": (19732, None),
-                  "multi-query": (25259, None)},
-        download_hint="download Market-1501-v15.09.15.zip from the dataset's authors (see README) and unzip it, "
-                      "or make the toy set: python toy_data.py --out data --dataset market"),
-    "duke": Benchmark(
-        key="duke", title="DukeMTMC-reID", default_root="../DukeMTMC-reID", rule=DUKE_RULE,
-        sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
-                 ("gallery", "bounding_box_test", True)),
-        official={"train_all": (16522, 702), "query": (2228, None), "gallery": (17661, None)},
-        download_hint="DukeMTMC-reID was withdrawn by its authors; use a copy your course provides, "
-                      "or make the toy set: python toy_data.py --out data --dataset duke"),
-}
 SPLIT_ORIGIN = {"train_all": "bounding_box_train", "train": "train_all minus val",
                 "val": "first file of each identity (sorted)", "query": "query",
                 "gallery": "bounding_box_test (junk and distractors kept)", "multi-query": "gt_bbox"}
@@ -240,7 +211,7 @@ def run(argv, benchmark):
     manifest = {"benchmark": spec.title, "link": args.link, "format_version": FORMAT_VERSION,
                 "source_digest": source_digest(splits, args.link), "splits": counts}
     output = os.path.join(root, OUTPUT)
-    previous = utils.read_json(os.path.join(output, MANIFEST))
+    previous = files.read_json(os.path.join(output, MANIFEST))
     if previous == manifest and not args.force:
         print(counts_table(counts))
         print(f"{output} is already up to date for this source; nothing to do (--force rebuilds it)")

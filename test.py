@@ -22,17 +22,15 @@ A correct run prints a progress bar per split, then:
 """
 import argparse
 import datetime
-import math
 import os
 import uuid
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-import evaluate_gpu
 import model as models
 import utils
+from reid import datasets, extraction, files, images, metrics, runs
+from reid.features import FEATURES_FORMAT, load_features, save_features
 from utils import UserError
 
 MODEL_OPTIONS = ("backbone", "stride", "linear_num", "droprate", "fp16", "bf16", "nclasses", "bnneck", "neck_feat")
@@ -43,7 +41,7 @@ DEFAULTS = {"backbone": "resnet50", "stride": 2, "linear_num": 512, "droprate": 
 def build_parser():
     p = utils.ArgumentParser(prog="test.py", description="Extract re-ID features and evaluate them (stage 4).")
     p.add_argument("--gpu_ids", default="0", help="GPU id, or -1 for the CPU (also the fallback)")
-    p.add_argument("--name", default="ft_ResNet50", type=utils.run_name, help="run name: reads model/NAME/")
+    p.add_argument("--name", default="ft_ResNet50", type=runs.run_name, help="run name: reads model/NAME/")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--which_epoch", default="last",
                    help="checkpoint to load: last, average (train.py --wa), or an epoch such as 60 or 060")
@@ -65,8 +63,8 @@ def build_parser():
 
 def model_options(parser, argv, args):
     """defaults <- opts.yaml <- what was typed; a layumi opts.yaml selects its backbone with booleans."""
-    run_dir = utils.run_dir(args.name)
-    saved = utils.load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {args.name}")
+    run_dir = runs.run_dir(args.name)
+    saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {args.name}")
     typed = utils.explicit_options(parser, argv)
     options = {**DEFAULTS, **{k: saved[k] for k in MODEL_OPTIONS if k in saved},
                **{k: v for k, v in typed.items() if k in MODEL_OPTIONS}}
@@ -78,21 +76,10 @@ def model_options(parser, argv, args):
     return options
 
 
-def checkpoint_path(run_dir, which_epoch):
-    """model/NAME/net_<epoch>.pth for last, 60 or 060; a missing one lists the epochs that exist."""
-    if which_epoch not in ("last", "average") and not which_epoch.isdigit():
-        raise UserError(f"--which_epoch {which_epoch} is not 'last', 'average' or a number", "pass e.g. last, 60 or 060")
-    path = os.path.join(run_dir, utils.checkpoint_name(which_epoch))
-    if not os.path.isfile(path):
-        found = sorted(n[4:-4] for n in os.listdir(run_dir) if n.startswith("net_") and n.endswith(".pth"))
-        raise UserError(f"{path} does not exist", f"pass --which_epoch with one of: {', '.join(found) or 'none saved yet'}")
-    return path
-
-
 def load_trained_model(args, options, device):
     """Rebuild the network from the registry and load the checkpoint; returns it in eval mode."""
-    run_dir = utils.run_dir(args.name)
-    path = checkpoint_path(run_dir, str(args.which_epoch))
+    run_dir = runs.run_dir(args.name)
+    path = runs.checkpoint_path(run_dir, str(args.which_epoch))
     net = models.build_model(options["backbone"], options["nclasses"], pretrained=False,
                              droprate=options["droprate"], linear_num=options["linear_num"], stride=options["stride"],
                              bnneck=options["bnneck"], neck_feat=options["neck_feat"])
@@ -114,56 +101,15 @@ def pictures(test_dir, split, size):
     if not os.path.isdir(folder):
         hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
         raise UserError(f"{folder} does not exist", hint)
-    dataset = utils.image_folder(folder, utils.image_transforms(size))
-    names = [utils.parse_image_name(path) for path, _ in dataset.samples]
-    utils.check_images([path for path, _ in dataset.samples])
+    dataset = images.image_folder(folder, images.image_transforms(size))
+    names = [datasets.parse_image_name(path) for path, _ in dataset.samples]
+    images.check_images([path for path, _ in dataset.samples])
     return dataset, [n.pid for n in names], [n.camid for n in names]
-
-
-@torch.inference_mode()
-def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features"):
-    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU)."""
-    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    chunks = []
-    with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
-        for images, _ in loader:
-            images = images.to(device, non_blocking=True)
-            total = 0
-            for view in (images, images.flip(3)):
-                for scale in scales:
-                    scaled = view if scale == 1 else F.interpolate(view, scale_factor=scale, mode="bicubic",
-                                                                   align_corners=False)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                        total = total + net.features(scaled).float()
-            chunks.append(normalise(total).cpu())
-            bar.update(len(images))
-    return torch.cat(chunks)
-
-
-def normalise(features):
-    """Unit length; PCB's (N, 2048, parts) stripes each get length 1/sqrt(parts), then are concatenated."""
-    if features.dim() == 3:
-        parts = features.shape[2]
-        features = features / (features.norm(dim=1, keepdim=True) * math.sqrt(parts))
-        return features.reshape(len(features), -1)
-    return F.normalize(features, dim=1)
-
-
-def parse_scales(text):
-    try:
-        scales = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        scales = []
-    if not scales or any(s <= 0 for s in scales):
-        raise UserError(f"--ms {text} is not a list of positive scales", "pass e.g. --ms 1 or --ms 1,1.1,1.2")
-    return scales
 
 
 def record_result(args, lines):
     """Append the scores to model/NAME/result.txt, with what produced them."""
-    with open(os.path.join(utils.run_dir(args.name), "result.txt"), "a") as handle:
+    with open(os.path.join(runs.run_dir(args.name), "result.txt"), "a") as handle:
         handle.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} epoch {args.which_epoch} test_dir {args.test_dir}"
                      f" ms {args.ms}{' multi' if args.multi else ''}\n" + "\n".join(lines) + "\n")
 
@@ -172,7 +118,7 @@ def record_result(args, lines):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    scales = parse_scales(args.ms)
+    scales = extraction.parse_scales(args.ms)
     if args.batchsize < 1 or args.num_workers < 0:
         parser.error("--batchsize must be at least 1 and --num_workers at least 0")
     options = model_options(parser, argv, args)
@@ -182,27 +128,27 @@ def main(argv=None):
     data = {split: pictures(args.test_dir, split, spec.input_size) for split in splits}
     net = load_trained_model(args, options, device)
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
-    features = {split: extract_features(net, data[split][0], device, args.batchsize, scales, args.num_workers,
+    features = {split: extraction.extract_features(net, data[split][0], device, args.batchsize, scales, args.num_workers,
                                         amp_dtype, desc=split).numpy() for split in splits}
-    provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": utils.FEATURES_FORMAT,
+    provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": FEATURES_FORMAT,
                   "opts": repr(options), "created": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
                   "run_id": uuid.uuid4().hex}
     arrays = {f"{prefix}_{key}": value for split, prefix in (("gallery", "gallery"), ("query", "query"))
               for key, value in zip(("f", "label", "cam"), (features[split], *data[split][1:]))}
-    utils.save_features(args.output, arrays, provenance)
+    save_features(args.output, arrays, provenance)
     multi_path = None
     if args.multi:
         multi_path = os.path.join(os.path.dirname(args.output) or ".", "multi_query.mat")
-        utils.save_features(multi_path, {"mquery_f": features["multi-query"], "mquery_label": data["multi-query"][1],
+        save_features(multi_path, {"mquery_f": features["multi-query"], "mquery_label": data["multi-query"][1],
                                          "mquery_cam": data["multi-query"][2]}, provenance)
     print(f"wrote {args.output}: {len(features['query'])} queries, {len(features['gallery'])} gallery pictures, "
           f"{features['query'].shape[1]}-d features" + (f"; and {multi_path}" if multi_path else ""))
-    result = utils.load_features(args.output)
+    result = load_features(args.output)
     lines = []
     for multi in ([None, multi_path] if multi_path else [None]):
         evaluation = argparse.Namespace(multi=multi, rerank=False, ap=args.ap)
-        lines += ([f"multi-query ({multi_path}):"] if multi else []) + evaluate_gpu.summary_lines(
-            evaluate_gpu.run(evaluation, result, device))
+        lines += ([f"multi-query ({multi_path}):"] if multi else []) + metrics.summary_lines(
+            metrics.run(evaluation, result, device))
     print("\n".join(lines))
     record_result(args, lines)
     return args.output

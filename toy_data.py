@@ -36,9 +36,11 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-import toy_render
 import utils
-from utils import TOY_MANIFEST, UserError, cli_main, read_json
+from reid import toy_render
+from reid.datasets import TOY_MANIFEST
+from reid.files import read_json
+from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
 

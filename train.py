@@ -29,8 +29,10 @@ from tqdm import tqdm
 
 import model as models
 import utils
-import metric_learning
-from metric_losses import MetricLosses, loss_and_scores
+from reid import files, pictures, runs
+from reid.images import check_images, image_folder, image_transforms
+from reid import recipes as metric_learning
+from reid.losses import MetricLosses, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
@@ -41,7 +43,7 @@ STATE = "state_last.pth"
 def build_parser():
     p = utils.ArgumentParser(prog="train.py", description="Train a person re-ID model (stage 3).")
     p.add_argument("--gpu_ids", default="0", help="GPU ids such as 0 or 0,1; -1 for the CPU (also the fallback)")
-    p.add_argument("--name", default="ft_ResNet50", type=utils.run_name,
+    p.add_argument("--name", default="ft_ResNet50", type=runs.run_name,
                    help="run name, a plain folder name: files go to model/NAME/")
     p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--train_all", action="store_true", help="train on train_all (train + val)")
@@ -86,7 +88,7 @@ def resolve_options(parser, argv):
     if args.batchsize < 1 or args.total_epoch < 1 or args.num_workers < 0:
         parser.error("--batchsize and --total_epoch must be at least 1, --num_workers at least 0")
     if args.resume:
-        saved = utils.load_yaml(os.path.join(utils.run_dir(args.name), "opts.yaml"),
+        saved = files.load_yaml(os.path.join(runs.run_dir(args.name), "opts.yaml"),
                                 "train.py (this run never started: drop --resume)")
         clashes = [k for k, v in typed.items() if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v]
         if clashes:
@@ -105,9 +107,9 @@ def resolve_options(parser, argv):
 def load_datasets(args, size):
     """ImageFolder train and val sets, checked before any training: folders, identities, batch size, pictures."""
     train_split = "train_all" if args.train_all else "train"
-    train_set = utils.image_folder(os.path.join(args.data_dir, train_split), utils.image_transforms(
+    train_set = image_folder(os.path.join(args.data_dir, train_split), image_transforms(
         size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
-    val_set = utils.image_folder(os.path.join(args.data_dir, "val"), utils.image_transforms(size))
+    val_set = image_folder(os.path.join(args.data_dir, "val"), image_transforms(size))
     if len(train_set.classes) < 2:
         raise UserError(f"{args.data_dir}/{train_split} holds {len(train_set.classes)} identity",
                         "a classifier needs at least 2 identities: check the dataset")
@@ -121,7 +123,7 @@ def load_datasets(args, size):
     # val labels must be train's class indices even when val lacks an identity
     val_set.samples = [(path, train_set.class_to_idx[val_set.classes[t]]) for path, t in val_set.samples]
     val_set.targets = [t for _, t in val_set.samples]
-    utils.check_images([path for path, _ in train_set.samples + val_set.samples])
+    check_images([path for path, _ in train_set.samples + val_set.samples])
     return train_set, val_set
 
 
@@ -195,15 +197,15 @@ def warm_schedule(args, epoch, steps_per_epoch):
 
 def save_checkpoints(run_dir, net, epoch, args, history, ctx):
     """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
-    weights = utils.save_weights(os.path.join(run_dir, utils.checkpoint_name("last")), unwrap(net))
+    weights = runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("last")), unwrap(net))
     if epoch % 10 == 0:
-        utils.save_weights(os.path.join(run_dir, utils.checkpoint_name(epoch)), unwrap(net))
+        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name(epoch)), unwrap(net))
     state = {"epoch": epoch, "model": weights, "optimizer": ctx["optimizer"].state_dict(),
              "scheduler": ctx["scheduler"].state_dict(), "scaler": ctx["scaler"].state_dict(),
-             "history": history, "rng": utils.rng_states(),
+             "history": history, "rng": runs.rng_states(),
              "metric": ctx["metric"].state_dict() if ctx["metric"] is not None else {},
              "average": ctx["average"].state_dict() if ctx["average"] is not None else {}}
-    utils.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
+    files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
 
 
 def restore(run_dir, net, ctx):
@@ -230,13 +232,13 @@ def unwrap(net):
 def prepare_run_dir(args):
     """model/NAME ready for writing. Called only once the network is built, so a failed start leaves no
     folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
-    run_dir = utils.run_dir(args.name)
+    run_dir = runs.run_dir(args.name)
     if os.path.islink(run_dir) or (os.path.exists(run_dir) and not os.path.isdir(run_dir)):
         raise UserError(f"{run_dir} is not a folder", "choose another --name, or move that file away")
     if os.path.isdir(run_dir) and not args.resume and any(".tmp-" not in n for n in os.listdir(run_dir)):
         if not args.overwrite:
             raise UserError(f"{run_dir} already exists", "pass --resume to continue it or --overwrite to start again")
-        if not utils.is_train_run(run_dir):
+        if not runs.is_train_run(run_dir):
             raise UserError(f"{run_dir} holds no opts.yaml written by train.py, so --overwrite will not delete it",
                             "move its files away yourself, or choose another --name")
         shutil.rmtree(run_dir)
@@ -281,8 +283,8 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
                         **{f"val_{k}": v for k, v in val_stats.items()}})
         save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
-        utils.write_csv(os.path.join(run_dir, "summary.csv"), history)
-        utils.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
+        files.write_csv(os.path.join(run_dir, "summary.csv"), history)
+        pictures.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
         print(f"epoch {epoch + 1}/{args.total_epoch}  train loss {train_stats['loss']:.3f} acc {train_stats['acc']:.3f}"
               f"  val loss {val_stats['loss']:.3f} acc {val_stats['acc']:.3f}  lr {lr:.4f}"
               f"  {train_stats['seconds'] + val_stats['seconds']:.1f} s")
@@ -314,7 +316,7 @@ def main(argv=None):
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
             "torchvision": str(__import__("torchvision").__version__)}
-    utils.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
+    files.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
     if start >= args.total_epoch:
         print(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do")
         return run_dir
@@ -325,7 +327,7 @@ def main(argv=None):
     if ctx["average"] is not None:
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
         average = metric_learning.finish_weight_average(ctx["average"], loaders["train"], device)
-        utils.save_weights(os.path.join(run_dir, utils.checkpoint_name("average")), unwrap(average))
+        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), unwrap(average))
     print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx["average"] is not None else ""))
     return run_dir
 

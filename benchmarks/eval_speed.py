@@ -41,7 +41,7 @@ def resident_bytes():
 def worker(task, sizes, queue):
     sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
     import evaluate_gpu
-    import re_ranking
+    from reid import re_ranking
     import reference
 
     data = problem(*sizes)

@@ -19,7 +19,7 @@ from io import StringIO
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import metric_learning  # noqa: E402
+from reid import recipes as metric_learning  # noqa: E402
 import test as stage4  # noqa: E402
 import train  # noqa: E402
 

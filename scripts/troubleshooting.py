@@ -1,6 +1,6 @@
 """Build the tutorial's troubleshooting table from the code itself, so it cannot drift.
 
-Every ``UserError(what, fix)`` (and ``NameRuleError``) in the project's scripts becomes a row:
+Every ``UserError(what, fix)`` (and ``NameRuleError``) in the scripts and in reid/ becomes a row:
 the start of the ``error:`` line the user sees, how to fix it, and the file that raises it.
 Parts filled in at run time (paths, numbers) are shown as ``…``.
 
@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, "tutorial", "README.md")
 START, END = "<!-- troubleshooting:start -->", "<!-- troubleshooting:end -->"
 ERRORS = {"UserError", "NameRuleError"}
+PACKAGE = "reid"   # the library the scripts share: its errors reach users too
 
 
 def template(node):
@@ -27,9 +28,10 @@ def template(node):
 
 
 def collect():
-    """(what, fix, file) for every user-facing error in the top-level scripts, in file order."""
+    """(what, fix, file) for every user-facing error in the scripts and the reid/ package, in file order."""
     rows = []
-    for name in sorted(os.listdir(ROOT)):
+    sources = sorted(os.listdir(ROOT)) + sorted(f"{PACKAGE}/{name}" for name in os.listdir(os.path.join(ROOT, PACKAGE)))
+    for name in sources:
         if not name.endswith(".py"):
             continue
         with open(os.path.join(ROOT, name)) as handle:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import demo
-import evaluate_gpu
-import utils
+from reid import datasets, features, pictures
+from reid.metrics import evaluate
 from conftest import run_cli
 
 # query: person 1, camera 1; gallery rows (pid, camera, cosine with the query)
@@ -52,7 +52,7 @@ def constructed(tmp_path):
     g_feats = unit_rows_with_scores([GALLERY[i][2] for i in order])
     q_feats = np.zeros((1, g_feats.shape[1]), np.float32)
     q_feats[0, 0] = 1
-    utils.save_features(str(tmp_path / "result.mat"), {
+    features.save_features(str(tmp_path / "result.mat"), {
         "query_f": q_feats, "query_label": [1], "query_cam": [1], "gallery_f": g_feats,
         "gallery_label": [GALLERY[i][0] for i in order], "gallery_cam": [GALLERY[i][1] for i in order]},
         {"model_name": "constructed", "which_epoch": "last", "created": "now", "run_id": "x"})
@@ -66,14 +66,14 @@ def test_picture_colours_follow_the_labels(constructed, tmp_path, capsys):
                                              "--out", out], capsys)
     assert code == 0, err
     result = demo.load_run(demo.build_parser().parse_args(["--test_dir", str(test_dir), "--mat", str(mat)]))
-    _, boxes, _ = demo.query_strip(result, 0, topk=10)
+    _, boxes, _ = pictures.query_strip(result, 0, topk=10)
     assert [status for _, status in boxes] == ["query", "wrong", "correct", "wrong", "correct"]   # junk skipped
     assert "AP 0.333" in printed and "first correct match at rank 2" in printed
     with Image.open(out) as picture:
         pixels = picture.convert("RGB")
         for (left, top, right, bottom), status in boxes:
-            assert pixels.getpixel((left + 1, (top + bottom) // 2)) == demo.COLOURS[status]
-            assert pixels.getpixel(((left + right) // 2, top + 1)) == demo.COLOURS[status]
+            assert pixels.getpixel((left + 1, (top + bottom) // 2)) == pictures.COLOURS[status]
+            assert pixels.getpixel(((left + right) // 2, top + 1)) == pictures.COLOURS[status]
 
 
 def test_query_index_out_of_range(constructed, capsys):
@@ -108,7 +108,7 @@ def test_own_photo_search_finds_the_copied_picture(trained_workdir, prepared_mar
     assert code == 0, err
     first = printed.splitlines()[0].split()
     assert first[0] == "1" and first[-1].endswith(chosen) and float(first[1]) == pytest.approx(1, abs=1e-4)
-    assert utils.parse_image_name(first[-1]).pid == utils.parse_image_name(chosen).pid
+    assert datasets.parse_image_name(first[-1]).pid == datasets.parse_image_name(chosen).pid
     assert os.path.getsize(tmp_path / "me.png") > 0
 
 
@@ -118,8 +118,8 @@ def test_report_numbers_equal_the_evaluation_and_names_are_escaped(constructed, 
                            capsys)
     assert code == 0, err
     page = (tmp_path / "rep" / "index.html").read_text()
-    result = utils.load_features(str(mat))
-    metrics = evaluate_gpu.evaluate(result["query_f"], result["query_label"], result["query_cam"],
+    result = features.load_features(str(mat))
+    metrics = evaluate(result["query_f"], result["query_label"], result["query_cam"],
                                     result["gallery_f"], result["gallery_label"], result["gallery_cam"])
     for name, value in (("Rank@1", metrics.rank(1)), ("Rank@5", metrics.rank(5)), ("mAP", metrics.mAP),
                         ("mINP", metrics.mINP)):

@@ -9,8 +9,8 @@ import pytest
 import scipy.io
 
 import evaluate_gpu
-import re_ranking
-import utils
+from reid import features, metrics, re_ranking
+from reid.metrics import evaluate, multi_query_features
 from conftest import ROOT, run_cli
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -48,30 +48,30 @@ def worked_inputs(extra_queries=()):
 
 
 def test_worked_example_both_conventions():
-    trapezoid = evaluate_gpu.evaluate(*worked_inputs())
+    trapezoid = evaluate(*worked_inputs())
     assert trapezoid.first_correct.tolist() == [1]
     assert trapezoid.rank(1) == 0 and trapezoid.rank(2) == 1 and trapezoid.rank(5) == 1
     # hits at ranks 1 and 3: ((0/1 + 1/2)/2 + (1/3 + 2/4)/2) / 2
     assert trapezoid.mAP == pytest.approx(((0 + 0.5) / 2 + (1 / 3 + 0.5) / 2) / 2, abs=1e-12)
-    standard = evaluate_gpu.evaluate(*worked_inputs(), ap="standard")
+    standard = evaluate(*worked_inputs(), ap="standard")
     assert standard.mAP == pytest.approx((1 / 2 + 2 / 4) / 2, abs=1e-12)
     assert standard.mINP == pytest.approx(2 / 4)   # two correct matches, the last at position 4
 
 
 def test_query_without_a_correct_match_changes_only_the_denominator():
     # a second query of person 1 seen by camera 1... and one of person 9, who is absent from the gallery
-    metrics = evaluate_gpu.evaluate(*worked_inputs(extra_queries=[(9, 1)]))
+    metrics = evaluate(*worked_inputs(extra_queries=[(9, 1)]))
     assert metrics.num_queries == 2 and metrics.num_valid == 1
     assert metrics.valid.tolist() == [True, False] and metrics.first_correct.tolist() == [1, -1]
     assert metrics.mAP == pytest.approx((((0 + 0.5) / 2 + (1 / 3 + 0.5) / 2) / 2) / 2)   # layumi: over all
     assert metrics.rank(2) == 0.5
-    standard = evaluate_gpu.evaluate(*worked_inputs(extra_queries=[(9, 1)]), ap="standard")
+    standard = evaluate(*worked_inputs(extra_queries=[(9, 1)]), ap="standard")
     assert standard.mAP == pytest.approx(0.5) and standard.rank(2) == 1.0          # torchreid: over valid
 
 
 def test_correct_match_at_the_top_scores_one():
     q, g = one_hot_scores([0.9, 0.1])
-    metrics = evaluate_gpu.evaluate(q, [3], [1], g, np.array([3, 4]), np.array([2, 2]))
+    metrics = evaluate(q, [3], [1], g, np.array([3, 4]), np.array([2, 2]))
     assert metrics.mAP == 1.0 and metrics.rank(1) == 1.0 and metrics.mINP == 1.0
 
 
@@ -79,13 +79,13 @@ def test_correct_match_at_the_top_scores_one():
 def test_ties_never_help_whatever_the_gallery_order(order):
     q, g = one_hot_scores([0.5, 0.5])
     pids, cams = np.array([1, 2])[order], np.array([2, 2])[order]
-    metrics = evaluate_gpu.evaluate(q, [1], [1], g[order], pids, cams, ap="standard")
+    metrics = evaluate(q, [1], [1], g[order], pids, cams, ap="standard")
     assert metrics.first_correct.tolist() == [1] and metrics.mAP == 0.5
 
 
 def test_same_camera_matches_are_not_correct():
     q, g = one_hot_scores([0.9, 0.8])
-    metrics = evaluate_gpu.evaluate(q, [5], [2], g, np.array([5, 5]), np.array([2, 2]))
+    metrics = evaluate(q, [5], [2], g, np.array([5, 5]), np.array([2, 2]))
     assert metrics.num_valid == 0 and metrics.mAP == 0 and metrics.rank(1) == 0
 
 
@@ -100,12 +100,12 @@ def random_problem(seed, n_query=40, n_gallery=300, dim=16):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_equals_the_per_query_references(seed, monkeypatch):
-    monkeypatch.setattr(evaluate_gpu, "CHUNK_ELEMENTS", 3000)   # several chunks even on a small problem
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 3000)   # several chunks even on a small problem
     problem = random_problem(seed)
-    ours = evaluate_gpu.evaluate(*problem)
+    ours = evaluate(*problem)
     cmc, mAP = reference.layumi_style(*problem)
     assert ours.mAP == pytest.approx(mAP, abs=1e-6) and np.allclose(ours.cmc, cmc, atol=1e-6)
-    ours = evaluate_gpu.evaluate(*problem, ap="standard")
+    ours = evaluate(*problem, ap="standard")
     cmc, mAP, mINP = reference.torchreid_style(*problem)
     assert ours.mAP == pytest.approx(mAP, abs=1e-6) and ours.mINP == pytest.approx(mINP, abs=1e-6)
     assert np.allclose(ours.cmc[:len(cmc)], cmc, atol=1e-6)
@@ -114,7 +114,7 @@ def test_equals_the_per_query_references(seed, monkeypatch):
 def test_multi_query_averages_same_person_and_camera():
     queries = np.eye(3, dtype=np.float32)
     multi = np.array([[0, 1, 0], [0, 0, 1], [0, 1, 0]], dtype=np.float32)
-    merged, missing = evaluate_gpu.multi_query_features(queries, [1, 2, 3], [1, 1, 1], multi, [1, 1, 2], [1, 1, 1])
+    merged, missing = multi_query_features(queries, [1, 2, 3], [1, 1, 1], multi, [1, 1, 2], [1, 1, 1])
     assert np.allclose(merged[0], [0, 0.5, 0.5]) and np.allclose(merged[1], [0, 1, 0])
     assert missing == 1 and np.allclose(merged[2], queries[2]) and np.isfinite(merged).all()
 
@@ -140,7 +140,7 @@ def write_result(path, seed=0, **changes):
     q_f, q_p, q_c, g_f, g_p, g_c = random_problem(seed)
     arrays = dict(query_f=q_f, query_label=q_p, query_cam=q_c, gallery_f=g_f, gallery_label=g_p, gallery_cam=g_c)
     arrays.update(changes)
-    utils.save_features(str(path), arrays, {"model_name": "m", "which_epoch": "last", "created": "now",
+    features.save_features(str(path), arrays, {"model_name": "m", "which_epoch": "last", "created": "now",
                                             "run_id": "r1", "format_version": 1, "opts": "{}"})
     return arrays
 
@@ -150,8 +150,8 @@ def test_mat_round_trip_keeps_layumis_layout(tmp_path):
     raw = scipy.io.loadmat(tmp_path / "result.mat")
     assert raw["gallery_f"].dtype == np.float32 and raw["gallery_f"].shape == arrays["gallery_f"].shape
     assert raw["gallery_label"].dtype == np.int64 and raw["gallery_label"].shape == (1, len(arrays["gallery_label"]))
-    loaded = utils.load_features(str(tmp_path / "result.mat"))
-    for key in utils.FEATURE_KEYS:
+    loaded = features.load_features(str(tmp_path / "result.mat"))
+    for key in features.FEATURE_KEYS:
         assert np.array_equal(loaded[key], arrays[key])
     assert loaded["model_name"] == "m" and loaded["run_id"] == "r1"
 
@@ -191,6 +191,6 @@ def test_bad_files_fail_in_one_line_naming_the_writer(tmp_path, capsys):
 def test_stale_multi_query_file_is_refused(tmp_path, capsys):
     write_result(tmp_path / "result.mat")
     q_f, q_p, q_c = random_problem(0)[:3]
-    utils.save_features(str(tmp_path / "multi.mat"), {"mquery_f": q_f, "mquery_label": q_p, "mquery_cam": q_c},
+    features.save_features(str(tmp_path / "multi.mat"), {"mquery_f": q_f, "mquery_label": q_p, "mquery_cam": q_c},
                         {"model_name": "old", "which_epoch": "10", "created": "yesterday", "run_id": "r0"})
     expect_error(["--mat", tmp_path / "result.mat", "--multi", tmp_path / "multi.mat"], capsys, "another test.py run")

@@ -9,9 +9,9 @@ from argparse import Namespace
 import pytest
 import torch
 
-import metric_losses
 import train
-from metric_losses import LOSSES, MetricLosses
+from reid import losses as metric_losses
+from reid.losses import LOSSES, MetricLosses
 
 
 def options(*names, **settings):

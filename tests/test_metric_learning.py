@@ -7,8 +7,8 @@ import torch
 import yaml
 
 import train
-from metric_learning import PKSampler
-from metric_losses import batch_hard_triplet
+from reid.losses import batch_hard_triplet
+from reid.recipes import PKSampler
 from test_train import FAST
 
 
@@ -81,7 +81,7 @@ def test_one_epoch_with_triplet_pk_and_smoothing(prepared_market, tmp_path, monk
 
 
 def test_every_loss_at_once_trains_resumes_and_is_tested(prepared_market, tmp_path, monkeypatch, capsys):
-    import metric_learning
+    from reid import recipes as metric_learning
     import test as stage4
 
     monkeypatch.chdir(tmp_path)
@@ -125,7 +125,7 @@ def test_pair_losses_warn_without_pk(prepared_market, tmp_path, monkeypatch, cap
 
 
 def test_center_loss_value_and_gradients_reach_the_centres():
-    from metric_losses import CenterLoss
+    from reid.losses import CenterLoss
 
     loss_fn = CenterLoss(num_classes=2, dim=2)
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_bnneck_head():
 
 
 def test_recipe_sets_every_option_and_typed_flags_win():
-    import metric_learning
+    from reid import recipes as metric_learning
 
     parser = train.build_parser()
     args = train.resolve_options(parser, ["--recipe", "bot", "--batchsize", "32", "--backbone", "resnet18"])
@@ -178,7 +178,7 @@ def test_bot_run_is_rebuilt_by_test_py(prepared_market, tmp_path, monkeypatch, c
 
 
 def test_weight_average_is_an_ema_of_every_step():
-    from metric_learning import weight_average
+    from reid.recipes import weight_average
 
     net = torch.nn.Linear(1, 1, bias=False)
     average = weight_average(net, decay=0.5)
@@ -211,7 +211,7 @@ def test_wa_writes_net_average_with_its_own_batchnorm_statistics(prepared_market
 
 
 def test_pk_sampler_refuses_more_identities_than_exist_and_notes_few(capsys):
-    from metric_learning import pk_sampler
+    from reid.recipes import pk_sampler
     from utils import UserError
 
     labels = [label for label in range(20) for _ in range(3)]

@@ -5,6 +5,7 @@ import torch
 from torchvision import models as tv_models
 
 import model
+from reid import pretrained
 from utils import UserError
 
 LIGHT = [name for name, spec in model.BACKBONES.items() if not spec.heavy]
@@ -106,7 +107,7 @@ def test_stride_one_doubles_the_last_feature_map(name):
 
 @pytest.mark.parametrize("name", ["resnet18", "hrnet18", "nasnet"])
 def test_offline_pretrained_fails_at_once_in_one_line(name, monkeypatch, tmp_path):
-    monkeypatch.setattr(model, "_reachable", lambda url: False)
+    monkeypatch.setattr(pretrained, "_reachable", lambda url: False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, filename: None)
     with pytest.raises(UserError) as caught:

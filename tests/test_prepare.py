@@ -11,7 +11,8 @@ from PIL import Image
 import prepare
 import prepare_Duke
 from conftest import ROOT, run_cli
-from utils import TOY_MANIFEST, list_images, parse_image_name
+from reid.datasets import TOY_MANIFEST, parse_image_name
+from reid.images import list_images
 
 
 def source_hash(root):

@@ -12,7 +12,7 @@ from PIL import Image
 
 import model
 import test as stage4
-import utils
+from reid import extraction, features, images
 from conftest import run_cli
 
 
@@ -48,7 +48,7 @@ def test_multi_query_file_written_with_the_same_provenance(workdir, prepared_mar
     os.makedirs(workdir / "out")
     code, out, _ = run_test(prepared_market, capsys, "--multi", "--output", workdir / "out" / "result.mat")
     assert code == 0 and "multi-query" in out
-    main, multi = (utils.load_features(str(workdir / "out" / name), multi=name.startswith("multi"))
+    main, multi = (features.load_features(str(workdir / "out" / name), multi=name.startswith("multi"))
                    for name in ("result.mat", "multi_query.mat"))
     assert main["run_id"] == multi["run_id"] and len(multi["mquery_f"]) >= len(main["query_f"])
 
@@ -84,17 +84,17 @@ def test_flip_and_scales_are_summed(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, size=(16, 8, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(folder / "a.png")
     Image.fromarray(pixels[:, ::-1]).save(folder / "b.png")
-    dataset = utils.image_folder(str(tmp_path / "split"), utils.image_transforms((16, 8)))
-    single = stage4.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2)
+    dataset = images.image_folder(str(tmp_path / "split"), images.image_transforms((16, 8)))
+    single = extraction.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2)
     assert torch.allclose(single[0], single[1], atol=1e-5)
     assert torch.allclose(single.norm(dim=1), torch.ones(2))
-    two_scales = stage4.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2, scales=(1.0, 1.0))
+    two_scales = extraction.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2, scales=(1.0, 1.0))
     assert torch.allclose(two_scales, single, atol=1e-6)   # equal scales sum to the same direction
 
 
 def test_pcb_feature_normalises_each_stripe():
     stripes = torch.randn(3, 2048, 6)
-    feature = stage4.normalise(stripes)
+    feature = extraction.normalise(stripes)
     assert feature.shape == (3, 2048 * 6)
     per_part = feature.reshape(3, 2048, 6).norm(dim=1)
     assert torch.allclose(per_part, torch.full_like(per_part, 6 ** -0.5)) and torch.allclose(feature.norm(dim=1), torch.ones(3))

@@ -10,7 +10,8 @@ from PIL import Image
 
 import toy_data
 from conftest import make_toy, run_cli
-from utils import NAME_PARSERS, list_images
+from reid.datasets import NAME_PARSERS
+from reid.images import list_images
 
 
 def tree_hashes(root):

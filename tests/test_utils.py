@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import utils
-from utils import NameRuleError, UserError, parse_duke_name, parse_image_name, parse_market_name
+from reid.datasets import NameRuleError, parse_duke_name, parse_image_name, parse_market_name
+from utils import UserError
 
 
 @pytest.mark.parametrize("name, pid, cam, seq, frame", [

@@ -7,7 +7,7 @@ every epoch.
 """
 import torch
 
-from metric_losses import LOSSES, chosen_losses
+from reid.losses import LOSSES, chosen_losses
 from utils import UserError
 
 

@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
-import evaluate_gpu
-import utils
+from reid import features, files
+from reid.metrics import evaluate
+from reid.pictures import query_strip, save_plots
 
 WORST = 8
 
@@ -29,7 +30,7 @@ def camera_pair_rank1(result):
         keep = result["gallery_cam"] == camera
         if not keep.any():
             continue
-        metrics = evaluate_gpu.evaluate(result["query_f"], result["query_label"], result["query_cam"],
+        metrics = evaluate(result["query_f"], result["query_label"], result["query_cam"],
                                         result["gallery_f"][keep], result["gallery_label"][keep],
                                         result["gallery_cam"][keep])
         for row, query_camera in enumerate(cameras):
@@ -39,35 +40,13 @@ def camera_pair_rank1(result):
     return cameras, matrix
 
 
-def save_plots(folder, metrics):
-    """cmc.png and ap.png, drawn headless."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    shown = min(50, len(metrics.cmc))
-    axis.plot(np.arange(1, shown + 1), metrics.cmc[:shown], "o-", markersize=3)
-    axis.set(xlabel="rank", ylabel="share of queries matched", title="CMC curve", ylim=(0, 1.02))
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(os.path.join(folder, "cmc.png"), dpi=100)
-    plt.close(figure)
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.hist(metrics.ap[metrics.valid], bins=20, range=(0, 1), color="#1f77b4")
-    axis.set(xlabel="average precision", ylabel="queries", title=f"AP per query ({metrics.convention})")
-    figure.tight_layout()
-    figure.savefig(os.path.join(folder, "ap.png"), dpi=100)
-    plt.close(figure)
-
-
 def summary_rows(result, metrics):
     rows = [("Rank@1", metrics.rank(1)), ("Rank@5", metrics.rank(5)), ("Rank@10", metrics.rank(10)),
             ("Rank@20", metrics.rank(20)), ("mAP", metrics.mAP), ("mINP", metrics.mINP)]
     cells = "".join(f'<tr><th>{name}</th><td id="{name}">{value:.6f}</td></tr>' for name, value in rows)
     facts = [("AP convention", metrics.convention), ("queries", metrics.num_queries),
              ("without a correct match", metrics.num_queries - metrics.num_valid),
-             ("gallery pictures", len(result["gallery_f"])), ("features", utils.provenance_line(result))]
+             ("gallery pictures", len(result["gallery_f"])), ("features", features.provenance_line(result))]
     return cells + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
 
 
@@ -83,8 +62,6 @@ def camera_table(cameras, matrix):
 
 def worst_queries(folder, result, metrics, topk):
     """Strips of the lowest-AP queries, saved as worst_<index>.png; returns their HTML."""
-    from demo import query_strip
-
     candidates = np.flatnonzero(metrics.valid)
     chosen = candidates[np.argsort(metrics.ap[candidates], kind="stable")][:WORST]
     parts = []
@@ -159,6 +136,6 @@ def write_report(result, folder, topk=10):
     def write(temporary):
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(page)
-    utils.atomic_write(path, write)
+    files.atomic_write(path, write)
     print(f"wrote {path}: {metrics.num_queries} queries, {len(cameras)} cameras, {WORST} worst queries shown")
     return path

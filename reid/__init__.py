@@ -1,0 +1,19 @@
+"""The library the stage scripts share, one concern per module.
+
+    datasets     the benchmarks' file-name rules, junk/distractor ids and dataset table
+    images       which files are pictures, transforms, folder loading and checks
+    files        atomic writes; YAML, JSON and CSV
+    runs         the run folder model/NAME/: names, checkpoint names, saved weights
+    features     pytorch_result.mat: the one writer/reader pair
+    extraction   test-time features (flip and scale averaged, L2-normalised)
+    metrics      the evaluation protocol: Rank@k, mAP, mINP
+    re_ranking   k-reciprocal re-ranking
+    pretrained   ImageNet weights (fetch, cache, offline errors) and IBN-Net
+    losses       the metric-learning losses
+    recipes      the P x K sampler, weight averaging, the BoT preset and their flags
+    pictures     ranking strips, training curves, report plots
+    report       the HTML error-analysis report
+    toy_render   how each toy picture is drawn
+
+Nothing here imports a stage script; the scripts import these modules.
+"""

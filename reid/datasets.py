@@ -1,0 +1,124 @@
+"""The benchmarks' rules: how each names its files (one strict parser per rule), the junk and
+distractor ids, and what prepare.py needs to know about each dataset.
+"""
+import os
+import re
+from dataclasses import dataclass
+
+from utils import UserError
+
+
+JUNK_PID = -1        # Market-1501: a bad detection, ignored by the evaluation
+DISTRACTOR_PID = 0   # Market-1501 ``0000``: a false detection, an ordinary wrong match
+TOY_MANIFEST = "toy_dataset.json"   # written by toy_data.py at the root of every toy dataset
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """What a benchmark file name says about its image."""
+
+    filename: str
+    label: str    # the identity as written in the name ("0002", "0000", "-1"): the folder name
+    pid: int      # JUNK_PID (-1), DISTRACTOR_PID (0) or a person id >= 1
+    camid: int    # camera number as written (1-based)
+    frame: int
+    sequence: int = 0  # Market-1501 only: the video sequence ``s`` of ``cCsS``
+
+    @property
+    def is_junk(self):
+        return self.pid == JUNK_PID
+
+    @property
+    def is_distractor(self):
+        return self.pid == DISTRACTOR_PID
+
+
+class NameRuleError(UserError):
+    """A file name that does not follow the dataset's naming rule."""
+
+
+MARKET_RULE = "PPPP_cCsS_FFFFFF_BB.jpg (e.g. 0002_c1s1_000451_03.jpg; PPPP may be -1)"
+DUKE_RULE = "PPPP_cC_fFFFFFFF.jpg (e.g. 0001_c2_f0046182.jpg)"
+# pid: four digits, or -1 for junk; camera and sequence: one or more digits (custom sets have > 9).
+_MARKET_RE = re.compile(r"(?P<label>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg")
+_DUKE_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_f(?P<frame>\d{7})\.jpg")
+
+
+def _match_name(filename, pattern, rule, dataset):
+    base = os.path.basename(filename)
+    match = pattern.fullmatch(base)
+    if match is None:
+        raise NameRuleError(f"{filename!r} does not follow the {dataset} naming rule {rule}",
+                            "rename or remove the file, or check that this is the right dataset")
+    if int(match["cam"]) < 1 or ("seq" in match.groupdict() and int(match["seq"]) < 1):
+        raise NameRuleError(f"{filename!r}: camera and sequence numbers start at 1 in {dataset}",
+                            "rename or remove the file")
+    return match
+
+
+def parse_market_name(filename):
+    """Parse a Market-1501 name ``PPPP_cCsS_FFFFFF_BB.jpg`` into an ``ImageName``.
+
+    ``-1`` is junk and ``0000`` a distractor; a path is accepted (only its base name is read).
+    Raises ``NameRuleError`` naming the file when the name breaks the rule.
+    """
+    match = _match_name(filename, _MARKET_RE, MARKET_RULE, "Market-1501")
+    return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
+                     camid=int(match["cam"]), frame=int(match["frame"]), sequence=int(match["seq"]))
+
+
+def parse_duke_name(filename):
+    """Parse a DukeMTMC-reID name ``PPPP_cC_fFFFFFFF.jpg`` into an ``ImageName``.
+
+    Raises ``NameRuleError`` naming the file when the name breaks the rule.
+    """
+    match = _match_name(filename, _DUKE_RE, DUKE_RULE, "DukeMTMC-reID")
+    return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
+                     camid=int(match["cam"]), frame=int(match["frame"]))
+
+
+NAME_PARSERS = {"market": parse_market_name, "duke": parse_duke_name}
+
+
+def parse_image_name(filename):
+    """Parse a name under whichever benchmark rule it follows (for stages that read both)."""
+    for parser in NAME_PARSERS.values():
+        try:
+            return parser(filename)
+        except NameRuleError:
+            continue
+    raise NameRuleError(f"{filename!r} follows neither the Market-1501 rule {MARKET_RULE} "
+                        f"nor the DukeMTMC-reID rule {DUKE_RULE}",
+                        "rename or remove the file")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What prepare needs to know about one dataset."""
+
+    key: str
+    title: str
+    default_root: str
+    rule: str
+    sources: tuple          # (output split, source folder, required?)
+    official: dict          # output split -> (images, identities or None) of the real release
+    download_hint: str
+
+
+BENCHMARKS = {
+    "market": Benchmark(
+        key="market", title="Market-1501", default_root="../Market", rule=MARKET_RULE,
+        sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
+                 ("gallery", "bounding_box_test", True), ("multi-query", "gt_bbox", False)),
+        official={"train_all": (12936, 751), "query": (3368, 750), "gallery": (19732, None),
+                  "multi-query": (25259, None)},
+        download_hint="download Market-1501-v15.09.15.zip from the dataset's authors (see README) and unzip it, "
+                      "or make the toy set: python toy_data.py --out data --dataset market"),
+    "duke": Benchmark(
+        key="duke", title="DukeMTMC-reID", default_root="../DukeMTMC-reID", rule=DUKE_RULE,
+        sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
+                 ("gallery", "bounding_box_test", True)),
+        official={"train_all": (16522, 702), "query": (2228, None), "gallery": (17661, None)},
+        download_hint="DukeMTMC-reID was withdrawn by its authors; use a copy your course provides, "
+                      "or make the toy set: python toy_data.py --out data --dataset duke"),
+}

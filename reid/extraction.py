@@ -1,0 +1,49 @@
+"""Test-time features: the network's feature of each picture and its mirror image (and scales), L2-normalised."""
+import math
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from utils import UserError
+
+
+@torch.inference_mode()
+def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features"):
+    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU)."""
+    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    chunks = []
+    with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            total = 0
+            for view in (images, images.flip(3)):
+                for scale in scales:
+                    scaled = view if scale == 1 else F.interpolate(view, scale_factor=scale, mode="bicubic",
+                                                                   align_corners=False)
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        total = total + net.features(scaled).float()
+            chunks.append(normalise(total).cpu())
+            bar.update(len(images))
+    return torch.cat(chunks)
+
+
+def normalise(features):
+    """Unit length; PCB's (N, 2048, parts) stripes each get length 1/sqrt(parts), then are concatenated."""
+    if features.dim() == 3:
+        parts = features.shape[2]
+        features = features / (features.norm(dim=1, keepdim=True) * math.sqrt(parts))
+        return features.reshape(len(features), -1)
+    return F.normalize(features, dim=1)
+
+
+def parse_scales(text):
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        scales = []
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--ms {text} is not a list of positive scales", "pass e.g. --ms 1 or --ms 1,1.1,1.2")
+    return scales

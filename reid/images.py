@@ -1,0 +1,79 @@
+"""Pictures in, tensors out: which files are pictures, the train/test transforms, folder loading and checks."""
+import os
+
+from PIL import Image
+
+from utils import UserError
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def is_image_file(filename):
+    """True for the image types the datasets use; other files (e.g. Thumbs.db) are ignored."""
+    return filename.lower().endswith(IMAGE_SUFFIXES)
+
+
+def list_images(folder):
+    """Sorted base names of the image files directly in ``folder``."""
+    return sorted(name for name in os.listdir(folder) if is_image_file(name))
+
+
+def check_images(paths):
+    """Decode every picture once before the slow work; the first unreadable one is named."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise UserError(f"cannot read image {path} ({err})",
+                            "remove or replace the file, then run prepare.py again with --force") from None
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def image_transforms(size, train=False, color_jitter=False, erasing_p=0.0):
+    """Test: Resize (bicubic) -> ToTensor -> Normalize. Training (layumi's recipe) adds Pad 10 ->
+    RandomCrop -> HorizontalFlip [-> ColorJitter] before, and [RandomErasing] after."""
+    from torchvision import transforms
+
+    from random_erasing import RandomErasing
+
+    steps = [transforms.Resize(tuple(size), interpolation=transforms.InterpolationMode.BICUBIC)]
+    if train:
+        steps += [transforms.Pad(10), transforms.RandomCrop(tuple(size)), transforms.RandomHorizontalFlip()]
+        if color_jitter:
+            steps.append(transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0))
+    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and erasing_p > 0:
+        steps.append(RandomErasing(probability=erasing_p, mean=[0.0, 0.0, 0.0]))
+    return transforms.Compose(steps)
+
+
+def image_folder(folder, transform=None):
+    """torchvision's ImageFolder (sorted identity folders, sorted files) with one-line errors."""
+    from torchvision.datasets import ImageFolder
+
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} does not exist", "pass the pytorch/ folder written by prepare.py")
+    try:
+        return ImageFolder(folder, transform)
+    except FileNotFoundError as err:   # an empty identity folder, or no picture at all
+        raise UserError(f"{folder}: {err}", "rebuild it with prepare.py --force") from None
+
+
+class PictureList:
+    """A dataset of picture paths with the test transform (label 0), for own-photo search."""
+
+    def __init__(self, paths, size):
+        self.paths, self.transform = paths, image_transforms(size)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        with Image.open(self.paths[index]) as picture:
+            return self.transform(picture.convert("RGB")), 0

@@ -1,0 +1,113 @@
+"""Pictures for people to look at: ranking strips, training curves and the report's plots (all headless)."""
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from reid.files import atomic_write
+
+
+def plot_training_curves(path, history):
+    """train.jpg: loss and top-1 error per epoch, train and val (headless)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [row["epoch"] for row in history]
+    for phase, style in (("train", "o-"), ("val", "s-")):
+        loss_axis.plot(epochs, [row[f"{phase}_loss"] for row in history], style, label=phase)
+        error_axis.plot(epochs, [1 - row[f"{phase}_acc"] for row in history], style, label=phase)
+    loss_axis.set_yscale("log")   # an early spike in val loss would otherwise flatten the rest
+    for axis, title in ((loss_axis, "loss (log scale)"), (error_axis, "top-1 error")):
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend()
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="jpg"))
+    plt.close(figure)
+
+
+TILE = (128, 256)          # width, height of every picture in a strip
+GAP, LABEL, TITLE = 10, 40, 44
+COLOURS = {"correct": (44, 160, 44), "wrong": (214, 39, 40), "query": (31, 119, 180), "unknown": (120, 120, 120)}
+
+
+def ranked_gallery(result, index):
+    """Gallery indices for query ``index``, best first, junk removed, with 'correct'/'wrong' statuses.
+
+    Ties put a wrong match first, as evaluate_gpu.evaluate does, so the picture agrees with the scores.
+    """
+    scores = result["gallery_f"] @ result["query_f"][index] if result["scores"] is None else result["scores"][index]
+    pid, cam = result["query_label"][index], result["query_cam"][index]
+    same = result["gallery_label"] == pid
+    junk = (same & (result["gallery_cam"] == cam)) | (result["gallery_label"] == -1)
+    correct = same & ~junk
+    order = np.lexsort((correct, -scores))
+    order = order[~junk[order]]
+    return [(int(g), float(scores[g]), "correct" if correct[g] else "wrong") for g in order]
+
+
+def query_title(result, index):
+    metrics = result["metrics"]
+    first = metrics.first_correct[index]
+    found = f"first correct match at rank {first + 1}" if first >= 0 else "no correct match in the gallery"
+    return (f"query {index}: person {result['query_label'][index]} camera {result['query_cam'][index]}, "
+            f"AP {metrics.ap[index]:.3f}, {found}")
+
+
+def font(size):
+    return ImageFont.load_default(size=size)
+
+
+def draw_strip(query_path, items, title, query_caption="query"):
+    """One row: the query, then (path, caption, status) items; returns the image and each tile's box."""
+    width = GAP + (len(items) + 1) * (TILE[0] + GAP) + GAP
+    canvas = Image.new("RGB", (width, TITLE + LABEL + TILE[1] + GAP), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((GAP, 10), title, fill="black", font=font(16))
+    boxes = []
+    tiles = [(query_path, query_caption, "query")] + list(items)
+    for slot, (path, caption, status) in enumerate(tiles):
+        left = GAP + slot * (TILE[0] + GAP) + (GAP if slot else 0)
+        top = TITLE + LABEL
+        with Image.open(path) as picture:
+            canvas.paste(picture.convert("RGB").resize(TILE, Image.BICUBIC), (left, top))
+        box = (left - 4, top - 4, left + TILE[0] + 3, top + TILE[1] + 3)
+        draw.rectangle(box, outline=COLOURS[status], width=4)
+        for line, text in enumerate(caption.split("\n")[:2]):
+            draw.text((left, TITLE + 2 + 18 * line), text, fill=COLOURS[status], font=font(14))
+        boxes.append((box, status))
+    return canvas, boxes
+
+
+def query_strip(result, index, topk):
+    """The strip for one query of the test run, and the ranked items it shows."""
+    ranked = ranked_gallery(result, index)[:topk]
+    items = [(result["gallery_paths"][g], f"{rank}  {status}\n{score:.3f}", status)
+             for rank, (g, score, status) in enumerate(ranked, 1)]
+    canvas, boxes = draw_strip(result["query_paths"][index], items, query_title(result, index),
+                               query_caption=f"query\nperson {result['query_label'][index]}")
+    return canvas, boxes, ranked
+
+
+def save_plots(folder, metrics):
+    """cmc.png and ap.png, drawn headless."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    shown = min(50, len(metrics.cmc))
+    axis.plot(np.arange(1, shown + 1), metrics.cmc[:shown], "o-", markersize=3)
+    axis.set(xlabel="rank", ylabel="share of queries matched", title="CMC curve", ylim=(0, 1.02))
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "cmc.png"), dpi=100)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.hist(metrics.ap[metrics.valid], bins=20, range=(0, 1), color="#1f77b4")
+    axis.set(xlabel="average precision", ylabel="queries", title=f"AP per query ({metrics.convention})")
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "ap.png"), dpi=100)
+    plt.close(figure)

@@ -1,0 +1,83 @@
+"""The run folder model/NAME/: its name, its checkpoint names and the weights and states train.py saves there."""
+import argparse
+import os
+import random
+
+from reid.files import atomic_write
+from utils import UserError
+
+
+RUNS_ROOT = "model"   # every run lives in model/NAME/, relative to the current directory
+TRAIN_OPTS = "opts.yaml"
+# keys every opts.yaml that train.py writes has held: how --overwrite recognises a run folder it may delete
+TRAIN_OPTS_KEYS = ("name", "backbone", "nclasses", "total_epoch", "lr", "batchsize")
+
+
+def run_name(text):
+    """``--name``: one plain folder name under model/ (argparse ``type=``), never a path.
+
+    ``..``, ``.``, an empty string (an unset shell variable) or a path with separators would put the run,
+    or what ``--overwrite`` deletes, outside model/NAME.
+    """
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if text in ("", ".", "..") or any(sep in text for sep in separators) or "\0" in text or text != text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name (no /, not . or .., not empty); "
+                                         "runs live in model/NAME")
+    return text
+
+
+def run_dir(name):
+    """model/NAME for a name that ``run_name`` accepts."""
+    return os.path.join(RUNS_ROOT, name)
+
+
+def is_train_run(folder):
+    """True when ``folder`` holds an opts.yaml that train.py wrote (a mapping with train.py's keys)."""
+    import yaml
+
+    path = os.path.join(folder, TRAIN_OPTS)
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path) as handle:
+            saved = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(saved, dict) and all(key in saved for key in TRAIN_OPTS_KEYS)
+
+
+def checkpoint_name(epoch):
+    """``net_last.pth``, ``net_average.pth`` or ``net_060.pth``: the one naming rule of train.py and test.py."""
+    if str(epoch) in ("last", "average"):
+        return f"net_{epoch}.pth"
+    return f"net_{int(epoch):03d}.pth"
+
+
+def save_weights(path, module):
+    """A module's state_dict as CPU tensors, written atomically (loads with ``weights_only=True``)."""
+    import torch
+
+    weights = {key: value.detach().cpu() for key, value in module.state_dict().items()}
+    atomic_write(path, lambda temporary: torch.save(weights, temporary))
+    return weights
+
+
+def rng_states():
+    """Python, NumPy and torch generator states as tensors and plain values (loadable with weights_only)."""
+    import numpy as np
+    import torch
+
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "numpy_pos": int(numpy_state[2]), "python": list(random.getstate()[1])}
+
+
+def checkpoint_path(run_dir, which_epoch):
+    """model/NAME/net_<epoch>.pth for last, 60 or 060; a missing one lists the epochs that exist."""
+    if which_epoch not in ("last", "average") and not which_epoch.isdigit():
+        raise UserError(f"--which_epoch {which_epoch} is not 'last', 'average' or a number", "pass e.g. last, 60 or 060")
+    path = os.path.join(run_dir, checkpoint_name(which_epoch))
+    if not os.path.isfile(path):
+        found = sorted(n[4:-4] for n in os.listdir(run_dir) if n.startswith("net_") and n.endswith(".pth"))
+        raise UserError(f"{path} does not exist", f"pass --which_epoch with one of: {', '.join(found) or 'none saved yet'}")
+    return path
