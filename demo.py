@@ -102,9 +102,8 @@ def show_query(args):
 
 
 def search_own_photo(args):
-    """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction."""
+    """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction (reid.extraction)."""
     import model as models
-    import test as stage4
     from reid import extraction
 
     for path, kind in ((args.query_image, "file"), (args.gallery_dir, "folder")):
@@ -115,11 +114,8 @@ def search_own_photo(args):
         raise UserError(f"{args.gallery_dir} holds no pictures", "put .jpg or .png person crops in it")
     gallery = [os.path.join(args.gallery_dir, n) for n in names]
     images.check_images([args.query_image] + gallery)
-    parser = stage4.build_parser()
-    run_args = parser.parse_args(["--name", args.name, "--which_epoch", str(args.which_epoch)])
-    options = stage4.model_options(parser, ["--name", args.name], run_args)
     device, _ = utils.select_device(args.gpu_ids)
-    net = stage4.load_trained_model(run_args, options, device)
+    net, options = models.load_trained(runs.run_dir(args.name), args.which_epoch, device)
     size = models.get_backbone(options["backbone"]).input_size
     features = extraction.extract_features(net, images.PictureList([args.query_image] + gallery, size), device, args.batchsize)
     scores = (features[1:] @ features[0]).numpy()

@@ -1,4 +1,4 @@
-"""Stage 2: the backbone registry and the re-ID head.
+"""Stage 2: the backbone registry, the head options, and ``load_trained`` for test.py and demo.py.
 
 Every network is a backbone that pools a picture into one vector (PCB: six, one per horizontal
 stripe) followed by layumi's head ``ClassBlock``: Linear -> BatchNorm1d -> Dropout -> Linear(classes).
@@ -11,146 +11,26 @@ At test time the classifier is dropped and the bottleneck output is the feature.
     ((256, 128), 512)
 
 ``BACKBONES`` is the one registry; train.py, test.py and the tests all go through ``build_model``.
+``HEAD_OPTIONS`` is the one table of options that shape the network (train.py's flags, opts.yaml's keys,
+test.py's overrides); ``load_trained(run_dir, which_epoch, device, overrides)`` rebuilds a trained run.
+The network classes live in reid/networks.py and are importable from here (``from model import ft_net, PCB``).
 State-dict keys of resnet50, densenet121 and pcb are those of layumi's Person_reID_baseline_pytorch
 (``model.conv1.weight``, ``classifier.add_block.0.weight``, ``classifier.classifier.0.weight``), so its
 ``net_last.pth`` files load here with ``strict=True``. ImageNet weights are fetched as torchvision /
 timm / pretrainedmodels do; offline with an empty cache, ``build_model`` fails at once with one line.
 """
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from torch import nn
-from torch.nn import init
 
+from reid.files import load_yaml
+from reid.networks import PCB, ClassBlock, DenseNetReID, ReIDNet, ResNetReID  # noqa: F401  (course code imports them from here)
 from reid.pretrained import require_url_weights, resnet50_ibn_a, timm_backbone, torchvision_backbone
+from reid.runs import checkpoint_path
 from utils import UserError
-
-
-def weights_init_kaiming(module):
-    """layumi's initialisation of the bottleneck: kaiming fan_out for Linear, BN weight ~ N(1, 0.02)."""
-    if isinstance(module, nn.Linear):
-        init.kaiming_normal_(module.weight, a=0, mode="fan_out")
-        init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm1d):
-        init.normal_(module.weight, 1.0, 0.02)
-        init.zeros_(module.bias)
-
-
-def weights_init_classifier(module):
-    if isinstance(module, nn.Linear):
-        init.normal_(module.weight, std=0.001)
-        if module.bias is not None:   # BNNeck's classifier has none
-            init.zeros_(module.bias)
-
-
-class ClassBlock(nn.Module):
-    """Linear(in -> linear) -> BatchNorm1d -> [LeakyReLU] -> Dropout -> Linear(-> classes).
-
-    ``linear <= 0`` drops the first Linear (the bottleneck is then ``input_dim`` wide). With
-    ``return_f`` the forward also returns the bottleneck feature (for metric losses).
-    """
-
-    def __init__(self, input_dim, class_num, droprate, relu=False, bnorm=True, linear=512, return_f=False,
-                 bnneck=False):
-        super().__init__()
-        self.return_f, self.bnneck = return_f, bnneck
-        layers = []
-        if linear > 0:
-            layers.append(nn.Linear(input_dim, linear))
-        else:
-            linear = input_dim
-        if bnorm:
-            layers.append(nn.BatchNorm1d(linear))
-        if relu:
-            layers.append(nn.LeakyReLU(0.1))
-        if droprate > 0:
-            layers.append(nn.Dropout(p=droprate))
-        self.add_block = nn.Sequential(*layers)
-        self.add_block.apply(weights_init_kaiming)
-        self.classifier = nn.Sequential(nn.Linear(linear, class_num, bias=not bnneck))
-        self.classifier.apply(weights_init_classifier)
-        if bnneck:   # BoT: the BN only rescales, its shift stays 0
-            self.add_block[0].bias.requires_grad_(False)
-
-    def forward(self, x):
-        feature = self.add_block(x)
-        logits = self.classifier(feature)
-        # BNNeck: metric losses see the feature before the BN, the classifier the one after it
-        return (logits, x if self.bnneck else feature) if self.return_f else logits
-
-
-class ReIDNet(nn.Module):
-    """A backbone ``self.model`` whose ``pool`` gives one vector per picture, and a ClassBlock head."""
-
-    def __init__(self, backbone, pooled_dim, class_num, droprate=0.5, linear_num=512, circle=False):
-        super().__init__()
-        self.model = backbone
-        self.classifier = ClassBlock(pooled_dim, class_num, droprate, linear=linear_num, return_f=circle)
-
-    def pool(self, x):
-        return self.model(x)
-
-    def forward(self, x):
-        return self.classifier(self.pool(x))
-
-    neck_feat = "after"   # with a BNNeck head, test on the feature after its BN ("after") or before it
-
-    def features(self, x):
-        """The test feature: the head's bottleneck output, before the classifier."""
-        pooled = self.pool(x)
-        return pooled if self.classifier.bnneck and self.neck_feat == "before" else self.classifier.add_block(pooled)
-
-
-class ResNetReID(ReIDNet):
-    """torchvision ResNet trunk + global average pooling (layumi's ``ft_net``).
-
-    torchvision's ``fc`` stays in the module, unused, because layumi's checkpoints contain it.
-    """
-
-    def pool(self, x):
-        m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-        return torch.flatten(m.avgpool(x), 1)
-
-
-class DenseNetReID(ReIDNet):
-    """torchvision DenseNet-121 (layumi's ``ft_net_dense``): pooled straight after ``norm5``."""
-
-    def pool(self, x):
-        return torch.flatten(self.model.features(x), 1)
-
-
-class PCB(nn.Module):
-    """Part-based Convolutional Baseline (Sun et al. 2018): six stripes, one 256-d ClassBlock each.
-
-    ``forward`` gives logits of shape (N, 6, classes); ``features`` the pooled stripes (N, 2048, 6),
-    which test.py normalises per part (layumi's PCB test feature).
-    """
-
-    parts = 6
-
-    def __init__(self, backbone, class_num, droprate=0.5):
-        super().__init__()
-        self.model = backbone
-        self.avgpool = nn.AdaptiveAvgPool2d((self.parts, 1))
-        self.dropout = nn.Dropout(p=0.5)
-        for i in range(self.parts):
-            setattr(self, f"classifier{i}", ClassBlock(2048, class_num, droprate, linear=256))
-
-    def stripes(self, x):
-        m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-        return self.avgpool(x).flatten(2)   # (N, 2048, parts)
-
-    def forward(self, x):
-        x = self.dropout(self.stripes(x))
-        return torch.stack([getattr(self, f"classifier{i}")(x[:, :, i]) for i in range(self.parts)], dim=1)
-
-    def features(self, x):
-        return self.stripes(x)
 
 
 # --- pretrained weights: fetch, or fail at once with one line ---------------------------------------
@@ -169,12 +49,12 @@ class Backbone:
     legacy_flag: Optional[str] = None   # layumi's boolean that selects it (e.g. "use_dense")
     supports_stride: bool = False       # --stride 1 removes the last down-sampling
     heavy: bool = False                 # large transformers etc.: slow on CPU
-    about: str = ""
+    parts: int = 1                      # features per picture (PCB: one per stripe)
 
     def feature_dim(self, linear_num=512):
         """Length of the test feature before L2 normalisation."""
-        if self.name == "pcb":
-            return self.pooled_dim * PCB.parts
+        if self.parts > 1:
+            return self.pooled_dim * self.parts
         return linear_num if linear_num > 0 else self.pooled_dim
 
 
@@ -248,28 +128,25 @@ def _nasnet(num_classes, pretrained, droprate, linear_num, stride, circle):
 
 BACKBONES = {spec.name: spec for spec in [
     Backbone("resnet50", _resnet(lambda m: m.resnet50, "ResNet50_Weights"), (256, 128), 2048,
-             supports_stride=True, about="ResNet-50, layumi's ft_net (the default)"),
+             supports_stride=True),
     Backbone("resnet50_ibn", _resnet(None, None, ibn=True), (256, 128), 2048, legacy_flag="ibn",
-             supports_stride=True, about="ResNet-50-IBN-a"),
-    Backbone("densenet121", _densenet, (256, 128), 1024, legacy_flag="use_dense", supports_stride=True,
-             about="DenseNet-121, layumi's ft_net_dense"),
-    Backbone("pcb", _pcb, (384, 192), 2048, legacy_flag="PCB", about="PCB: ResNet-50, six stripes"),
+             supports_stride=True),
+    Backbone("densenet121", _densenet, (256, 128), 1024, legacy_flag="use_dense", supports_stride=True),
+    Backbone("pcb", _pcb, (384, 192), 2048, legacy_flag="PCB", parts=PCB.parts),
     Backbone("swin", _timm("swin_base_patch4_window7_224", 1024), (224, 224), 1024, legacy_flag="use_swin",
-             heavy=True, about="Swin-B, 224x224"),
+             heavy=True),
     Backbone("swinv2", _timm("swinv2_base_window8_256", 1024, img_size=(256, 128)), (256, 128), 1024,
-             legacy_flag="use_swinv2", heavy=True, about="Swin-V2-B at 256x128"),
+             legacy_flag="use_swinv2", heavy=True),
     Backbone("convnext", _timm("convnext_base", 1024), (256, 128), 1024, legacy_flag="use_convnext",
-             heavy=True, about="ConvNeXt-B"),
-    Backbone("hrnet18", _timm("hrnet_w18", 2048), (256, 128), 2048, legacy_flag="use_hr", about="HRNet-W18"),
-    Backbone("efficientnet_b4", _timm("efficientnet_b4", 1792), (256, 128), 1792, legacy_flag="use_efficient",
-             about="EfficientNet-B4 (timm)"),
-    Backbone("nasnet", _nasnet, (256, 128), 4032, legacy_flag="use_NAS", heavy=True,
-             about="NASNet-A-Large (pretrainedmodels)"),
+             heavy=True),
+    Backbone("hrnet18", _timm("hrnet_w18", 2048), (256, 128), 2048, legacy_flag="use_hr"),
+    Backbone("efficientnet_b4", _timm("efficientnet_b4", 1792), (256, 128), 1792, legacy_flag="use_efficient"),
+    Backbone("nasnet", _nasnet, (256, 128), 4032, legacy_flag="use_NAS", heavy=True),
     Backbone("dino", _timm("vit_base_patch16_224.dino", 768), (224, 224), 768, legacy_flag="use_dino",
-             heavy=True, about="ViT-B/16 trained with DINO"),
+             heavy=True),
     Backbone("resnet18", _resnet(lambda m: m.resnet18, "ResNet18_Weights"), (256, 128), 512,
-             supports_stride=True, about="ResNet-18: small, for CPU practicals"),
-    Backbone("mobilenet_v3", _mobilenet, (256, 128), 576, about="MobileNet-V3-Small: the fastest on CPU"),
+             supports_stride=True),
+    Backbone("mobilenet_v3", _mobilenet, (256, 128), 576),
 ]}
 
 
@@ -289,6 +166,82 @@ def backbone_from_legacy(options):
     return chosen[0] if chosen else None
 
 
+@dataclass(frozen=True)
+class HeadOption:
+    """An option that shapes the trained network: train.py's flag, opts.yaml's key, test.py's override."""
+
+    kind: type          # int, float, bool or str: also how a hand-edited opts.yaml value is checked
+    default: object
+    help: str
+    choices: Optional[tuple] = None
+    overridable: bool = False   # test.py may build the network differently from opts.yaml
+
+
+HEAD_OPTIONS = {
+    "stride": HeadOption(int, 2, "stride of the last stage (1 = finer)", (1, 2), overridable=True),
+    "linear_num": HeadOption(int, 512, "bottleneck width (<= 0: no bottleneck Linear)", overridable=True),
+    "droprate": HeadOption(float, 0.5, "dropout rate in the head"),
+    "bnneck": HeadOption(bool, False, "BoT's BNNeck head: metric losses on the pooled feature, the classifier "
+                                      "after a BatchNorm"),
+    "neck_feat": HeadOption(str, "after", "--bnneck: test on the feature after the BatchNorm or before it",
+                            ("after", "before"), overridable=True),
+}
+
+
+def add_head_arguments(parser, overrides=False):
+    """train.py: every head option with its default; test.py (``overrides``): the overridable ones,
+    defaulting to None, which means opts.yaml's value."""
+    for key, option in HEAD_OPTIONS.items():
+        if overrides and not option.overridable:
+            continue
+        help_text = f"override opts.yaml: {option.help}" if overrides else option.help
+        if option.kind is bool:
+            parser.add_argument(f"--{key}", action="store_true", help=help_text)
+        else:
+            parser.add_argument(f"--{key}", type=option.kind, choices=option.choices, help=help_text,
+                                default=None if overrides else option.default)
+
+
+def trained_options(run_dir, overrides=None):
+    """The network a run trained: defaults <- its opts.yaml <- ``overrides`` (backbone and head options).
+
+    A layumi-written opts.yaml selects its backbone with booleans (``use_dense: true``) instead.
+    Returns (options, the saved mapping).
+    """
+    overrides = overrides or {}
+    saved = load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {os.path.basename(run_dir)}")
+    options = {key: saved.get(key, option.default) for key, option in HEAD_OPTIONS.items()}
+    options.update({key: value for key, value in overrides.items() if key in HEAD_OPTIONS})
+    options["backbone"] = (overrides.get("backbone") or saved.get("backbone") or backbone_from_legacy(saved)
+                           or "resnet50")
+    if "nclasses" not in saved:
+        raise UserError(f"{run_dir}/opts.yaml has no nclasses", "add the number of training identities to it")
+    options["nclasses"] = saved["nclasses"]
+    get_backbone(options["backbone"])
+    return options, saved
+
+
+def load_trained(run_dir, which_epoch, device, overrides=None):
+    """Rebuild a trained network from the registry and load its checkpoint, in eval mode on ``device``.
+
+    Used by test.py and demo.py. Returns (network, the options it was built with).
+    """
+    options, _ = trained_options(run_dir, overrides)
+    path = checkpoint_path(run_dir, str(which_epoch))
+    net = build_model(options["backbone"], options["nclasses"], pretrained=False,
+                      **{key: options[key] for key in HEAD_OPTIONS})
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state and all(key.startswith("module.") for key in state):   # saved from a DataParallel wrapper
+        state = {key[len("module."):]: value for key, value in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise UserError(f"{path} does not fit a {options['backbone']} model as opts.yaml describes it ({first})",
+                        "pass the backbone flags it was trained with (e.g. --use_dense, --linear_num)") from None
+    return net.to(device).eval(), options
+
+
 def get_backbone(name):
     """The registry entry for ``name``; one line listing the valid names when it is unknown."""
     if name not in BACKBONES:
@@ -306,8 +259,8 @@ def build_model(name, num_classes, pretrained=True, droprate=0.5, linear_num=512
     spec = get_backbone(name)
     net = spec.build(num_classes, pretrained, droprate, linear_num, stride, circle)
     if bnneck:
-        if name == "pcb":
-            raise UserError("--bnneck needs one feature per picture; PCB has six", "drop --bnneck or --PCB")
+        if spec.parts > 1:
+            raise UserError(f"--bnneck needs one feature per picture; {name} has {spec.parts}", "drop --bnneck")
         net.classifier = ClassBlock(spec.pooled_dim, num_classes, droprate=0, linear=0, return_f=circle, bnneck=True)
         net.neck_feat = neck_feat
     return net

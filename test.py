@@ -29,13 +29,10 @@ import torch
 
 import model as models
 import utils
-from reid import datasets, extraction, files, images, metrics, runs
+from reid import datasets, extraction, images, metrics, runs
 from reid.features import FEATURES_FORMAT, load_features, save_features
 from utils import UserError
 
-MODEL_OPTIONS = ("backbone", "stride", "linear_num", "droprate", "fp16", "bf16", "nclasses", "bnneck", "neck_feat")
-DEFAULTS = {"backbone": "resnet50", "stride": 2, "linear_num": 512, "droprate": 0.5, "fp16": False, "bf16": False,
-            "bnneck": False, "neck_feat": "after"}
 
 
 def build_parser():
@@ -52,47 +49,18 @@ def build_parser():
     p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid", help="AP convention, as in evaluate_gpu.py")
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
-    p.add_argument("--stride", type=int, choices=[1, 2], default=None, help="override opts.yaml's stride")
-    p.add_argument("--linear_num", type=int, default=None, help="override opts.yaml's bottleneck width")
-    p.add_argument("--neck_feat", choices=["after", "before"], default=None,
-                   help="BNNeck models: test on the feature after its BatchNorm or before it (default: opts.yaml)")
+    models.add_head_arguments(p, overrides=True)
     p.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA (also taken from opts.yaml)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA (also taken from opts.yaml)")
     return p
 
 
-def model_options(parser, argv, args):
-    """defaults <- opts.yaml <- what was typed; a layumi opts.yaml selects its backbone with booleans."""
-    run_dir = runs.run_dir(args.name)
-    saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {args.name}")
+def model_overrides(parser, argv):
+    """What was typed here to build the network otherwise than opts.yaml says (backbone, head options)."""
     typed = utils.explicit_options(parser, argv)
-    options = {**DEFAULTS, **{k: saved[k] for k in MODEL_OPTIONS if k in saved},
-               **{k: v for k, v in typed.items() if k in MODEL_OPTIONS}}
-    options["backbone"] = (typed.get("backbone") or models.backbone_from_legacy(typed) or saved.get("backbone")
-                           or models.backbone_from_legacy(saved) or DEFAULTS["backbone"])
-    if "nclasses" not in options:
-        raise UserError(f"{run_dir}/opts.yaml has no nclasses", "add the number of training identities to it")
-    models.get_backbone(options["backbone"])
-    return options
-
-
-def load_trained_model(args, options, device):
-    """Rebuild the network from the registry and load the checkpoint; returns it in eval mode."""
-    run_dir = runs.run_dir(args.name)
-    path = runs.checkpoint_path(run_dir, str(args.which_epoch))
-    net = models.build_model(options["backbone"], options["nclasses"], pretrained=False,
-                             droprate=options["droprate"], linear_num=options["linear_num"], stride=options["stride"],
-                             bnneck=options["bnneck"], neck_feat=options["neck_feat"])
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state and all(key.startswith("module.") for key in state):   # saved from a DataParallel wrapper
-        state = {key[len("module."):]: value for key, value in state.items()}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise UserError(f"{path} does not fit a {options['backbone']} model as opts.yaml describes it ({first})",
-                        "pass the backbone flags it was trained with (e.g. --use_dense, --linear_num)") from None
-    return net.to(device).eval()
+    overrides = {key: value for key, value in typed.items() if key in models.HEAD_OPTIONS}
+    backbone = typed.get("backbone") or models.backbone_from_legacy(typed)
+    return {**overrides, "backbone": backbone} if backbone else overrides
 
 
 def pictures(test_dir, split, size):
@@ -121,12 +89,14 @@ def main(argv=None):
     scales = extraction.parse_scales(args.ms)
     if args.batchsize < 1 or args.num_workers < 0:
         parser.error("--batchsize must be at least 1 and --num_workers at least 0")
-    options = model_options(parser, argv, args)
+    run_dir, overrides = runs.run_dir(args.name), model_overrides(parser, argv)
+    options, saved = models.trained_options(run_dir, overrides)
     spec = models.get_backbone(options["backbone"])
     device, _ = utils.select_device(args.gpu_ids)
     splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
     data = {split: pictures(args.test_dir, split, spec.input_size) for split in splits}
-    net = load_trained_model(args, options, device)
+    net, options = models.load_trained(run_dir, args.which_epoch, device, overrides)
+    options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
     features = {split: extraction.extract_features(net, data[split][0], device, args.batchsize, scales, args.num_workers,
                                         amp_dtype, desc=split).numpy() for split in splits}

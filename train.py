@@ -56,9 +56,7 @@ def build_parser():
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay instead of x0.1 at 2/3")
     p.add_argument("--color_jitter", action="store_true", help="add colour jitter to the augmentation")
     p.add_argument("--erasing_p", type=float, default=0.0, help="random erasing probability (0 = off)")
-    p.add_argument("--droprate", type=float, default=0.5, help="dropout rate in the head")
-    p.add_argument("--linear_num", type=int, default=512, help="bottleneck width (<= 0: no bottleneck Linear)")
-    p.add_argument("--stride", type=int, choices=[1, 2], default=2, help="stride of the last stage (1 = finer)")
+    models.add_head_arguments(p)
     models.add_backbone_arguments(p, default="resnet50")
     metric_learning.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
@@ -96,7 +94,7 @@ def resolve_options(parser, argv):
         for key in vars(args):   # the run's own options, except runtime ones typed now
             if key in saved and key not in typed:
                 setattr(args, key, saved[key])
-    metric_learning.check_arguments(parser, args)
+    metric_learning.check_arguments(parser, args, models.get_backbone(args.backbone))
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
         parser.error(f"--stride 1 is not available for {args.backbone}")
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml

@@ -87,7 +87,8 @@ def finish_weight_average(average, loader, device):
 
 
 def add_arguments(p):
-    """train.py's flags for samplers, metric losses, BNNeck, the weight average and the recipe preset."""
+    """train.py's flags for samplers, metric losses, the weight average and the recipe preset (BNNeck is a
+    head option: model.HEAD_OPTIONS)."""
     p.add_argument("--sampler", choices=["random", "pk"], default="random",
                    help="random batches, or P identities x --num_instances pictures (for metric losses)")
     p.add_argument("--num_instances", type=int, default=4, help="--sampler pk: pictures per identity in a batch (K)")
@@ -104,10 +105,6 @@ def add_arguments(p):
     losses.add_argument("--ins_gamma", type=float, default=32, help="--instance/--instance_id: scale of the cosines")
     losses.add_argument("--center_weight", type=float, default=5e-4, help="--center: weight of the centre loss (BoT's)")
     losses.add_argument("--center_lr", type=float, default=0.5, help="--center: learning rate of the centres (BoT's)")
-    p.add_argument("--bnneck", action="store_true",
-                   help="BoT's BNNeck head: metric losses on the pooled feature, the classifier after a BatchNorm")
-    p.add_argument("--neck_feat", choices=["after", "before"], default="after",
-                   help="--bnneck: test on the feature after the BatchNorm or before it")
     p.add_argument("--wa", action="store_true",
                    help="also keep an exponential moving average of the weights, saved as net_average.pth")
     p.add_argument("--wa_decay", type=float, default=0.998, help="--wa: decay per training step")
@@ -116,12 +113,14 @@ def add_arguments(p):
                         "BNNeck, triplet + centre loss); flags typed explicitly still win")
 
 
-def check_arguments(parser, args):
-    """``parser.error`` for the combinations of these flags that cannot work."""
+def check_arguments(parser, args, backbone):
+    """``parser.error`` for the combinations of these flags that cannot work (``backbone``: the registry entry)."""
     if args.sampler == "pk" and (args.num_instances < 2 or args.batchsize % args.num_instances):
         parser.error("--sampler pk needs --num_instances >= 2 dividing --batchsize (P x K pictures a batch)")
-    if (chosen_losses(args) or args.bnneck) and args.backbone == "pcb":
-        parser.error(f"--{' --'.join(chosen_losses(args) or ['bnneck'])} need(s) one feature per picture; PCB has six")
+    if (chosen_losses(args) or args.bnneck) and backbone.parts > 1:
+        alias = f" (--{backbone.legacy_flag})" if backbone.legacy_flag else ""
+        parser.error(f"--{' --'.join(chosen_losses(args) or ['bnneck'])} need(s) one feature per picture; "
+                     f"--backbone {backbone.name}{alias} has {backbone.parts}")
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label_smoothing must be within [0, 1)")
     if args.ins_gamma <= 0 or args.triplet_margin < 0 or args.center_weight <= 0:

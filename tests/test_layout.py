@@ -72,3 +72,10 @@ def test_every_module_says_its_one_concern_and_stays_small():
         docstring = ast.get_docstring(ast.parse(source))
         assert docstring and docstring.strip(), f"{name} has no docstring"
         assert source.count("\n") <= 340, f"{name} has {source.count(chr(10))} lines"
+
+
+def test_scripts_share_code_through_the_package_not_each_other():
+    graph = import_graph()
+    allowed = {"prepare_Duke": {"prepare"}}   # the thin Duke wrapper selects prepare.py's benchmark
+    reaching = {name: sorted(graph[name] & SCRIPTS - allowed.get(name, set())) for name in SCRIPTS}
+    assert not any(reaching.values()), reaching

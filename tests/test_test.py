@@ -109,11 +109,9 @@ def test_layumi_written_opts_yaml(workdir):
                         "droprate": 0.5, "fp16": False, "gpu_ids": "0", "lr": 0.05}, handle)
     net = model.build_model("densenet121", 751, pretrained=False)
     torch.save(net.state_dict(), run / "net_last.pth")
-    parser = stage4.build_parser()
-    argv = ["--name", "layumi_dense"]
-    options = stage4.model_options(parser, argv, parser.parse_args(argv))
+    options, _ = model.trained_options(run)
     assert options["backbone"] == "densenet121" and options["linear_num"] == 512   # a missing key: the default
-    loaded = stage4.load_trained_model(parser.parse_args(argv), options, torch.device("cpu"))
+    loaded, _ = model.load_trained(run, "last", torch.device("cpu"))
     assert isinstance(loaded, model.DenseNetReID) and not loaded.training
 
 

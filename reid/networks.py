@@ -1,0 +1,131 @@
+"""The re-ID networks: a backbone that pools a picture into a vector and layumi's head ``ClassBlock``
+(Linear -> BatchNorm1d -> Dropout -> Linear(classes)); PCB pools six stripes. model.py's registry builds them."""
+import torch
+from torch import nn
+from torch.nn import init
+
+
+def weights_init_kaiming(module):
+    """layumi's initialisation of the bottleneck: kaiming fan_out for Linear, BN weight ~ N(1, 0.02)."""
+    if isinstance(module, nn.Linear):
+        init.kaiming_normal_(module.weight, a=0, mode="fan_out")
+        init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm1d):
+        init.normal_(module.weight, 1.0, 0.02)
+        init.zeros_(module.bias)
+
+
+def weights_init_classifier(module):
+    if isinstance(module, nn.Linear):
+        init.normal_(module.weight, std=0.001)
+        if module.bias is not None:   # BNNeck's classifier has none
+            init.zeros_(module.bias)
+
+
+class ClassBlock(nn.Module):
+    """Linear(in -> linear) -> BatchNorm1d -> [LeakyReLU] -> Dropout -> Linear(-> classes).
+
+    ``linear <= 0`` drops the first Linear (the bottleneck is then ``input_dim`` wide). With
+    ``return_f`` the forward also returns the bottleneck feature (for metric losses).
+    """
+
+    def __init__(self, input_dim, class_num, droprate, relu=False, bnorm=True, linear=512, return_f=False,
+                 bnneck=False):
+        super().__init__()
+        self.return_f, self.bnneck = return_f, bnneck
+        layers = []
+        if linear > 0:
+            layers.append(nn.Linear(input_dim, linear))
+        else:
+            linear = input_dim
+        if bnorm:
+            layers.append(nn.BatchNorm1d(linear))
+        if relu:
+            layers.append(nn.LeakyReLU(0.1))
+        if droprate > 0:
+            layers.append(nn.Dropout(p=droprate))
+        self.add_block = nn.Sequential(*layers)
+        self.add_block.apply(weights_init_kaiming)
+        self.classifier = nn.Sequential(nn.Linear(linear, class_num, bias=not bnneck))
+        self.classifier.apply(weights_init_classifier)
+        if bnneck:   # BoT: the BN only rescales, its shift stays 0
+            self.add_block[0].bias.requires_grad_(False)
+
+    def forward(self, x):
+        feature = self.add_block(x)
+        logits = self.classifier(feature)
+        # BNNeck: metric losses see the feature before the BN, the classifier the one after it
+        return (logits, x if self.bnneck else feature) if self.return_f else logits
+
+
+class ReIDNet(nn.Module):
+    """A backbone ``self.model`` whose ``pool`` gives one vector per picture, and a ClassBlock head."""
+
+    def __init__(self, backbone, pooled_dim, class_num, droprate=0.5, linear_num=512, circle=False):
+        super().__init__()
+        self.model = backbone
+        self.classifier = ClassBlock(pooled_dim, class_num, droprate, linear=linear_num, return_f=circle)
+
+    def pool(self, x):
+        return self.model(x)
+
+    def forward(self, x):
+        return self.classifier(self.pool(x))
+
+    neck_feat = "after"   # with a BNNeck head, test on the feature after its BN ("after") or before it
+
+    def features(self, x):
+        """The test feature: the head's bottleneck output, before the classifier."""
+        pooled = self.pool(x)
+        return pooled if self.classifier.bnneck and self.neck_feat == "before" else self.classifier.add_block(pooled)
+
+
+class ResNetReID(ReIDNet):
+    """torchvision ResNet trunk + global average pooling (layumi's ``ft_net``).
+
+    torchvision's ``fc`` stays in the module, unused, because layumi's checkpoints contain it.
+    """
+
+    def pool(self, x):
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        return torch.flatten(m.avgpool(x), 1)
+
+
+class DenseNetReID(ReIDNet):
+    """torchvision DenseNet-121 (layumi's ``ft_net_dense``): pooled straight after ``norm5``."""
+
+    def pool(self, x):
+        return torch.flatten(self.model.features(x), 1)
+
+
+class PCB(nn.Module):
+    """Part-based Convolutional Baseline (Sun et al. 2018): six stripes, one 256-d ClassBlock each.
+
+    ``forward`` gives logits of shape (N, 6, classes); ``features`` the pooled stripes (N, 2048, 6),
+    which test.py normalises per part (layumi's PCB test feature).
+    """
+
+    parts = 6
+
+    def __init__(self, backbone, class_num, droprate=0.5):
+        super().__init__()
+        self.model = backbone
+        self.avgpool = nn.AdaptiveAvgPool2d((self.parts, 1))
+        self.dropout = nn.Dropout(p=0.5)
+        for i in range(self.parts):
+            setattr(self, f"classifier{i}", ClassBlock(2048, class_num, droprate, linear=256))
+
+    def stripes(self, x):
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        return self.avgpool(x).flatten(2)   # (N, 2048, parts)
+
+    def forward(self, x):
+        x = self.dropout(self.stripes(x))
+        return torch.stack([getattr(self, f"classifier{i}")(x[:, :, i]) for i in range(self.parts)], dim=1)
+
+    def features(self, x):
+        return self.stripes(x)
