@@ -37,7 +37,7 @@ def build_parser():
     p.add_argument("--topk", type=int, default=10, help="gallery pictures to show")
     p.add_argument("--out", default=None, help="picture to write (default show.png), or the report folder (report/)")
     p.add_argument("--report", action="store_true", help="write an HTML error-analysis report instead")
-    p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid", help="AP convention of the report")
+    metrics.add_ap_argument(p)
     p.add_argument("--name", default=None, type=runs.run_name, help="own-photo search: the trained run under model/NAME/")
     p.add_argument("--query_image", default=None, help="own-photo search: your picture of a person")
     p.add_argument("--gallery_dir", default=None, help="own-photo search: a folder of person pictures to rank")

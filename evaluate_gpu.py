@@ -23,14 +23,13 @@ A correct run prints:
 """
 import utils
 from reid import features
-from reid.metrics import evaluate, run, summary_lines  # noqa: F401  (evaluate: course code imports it from here)
+from reid.metrics import add_ap_argument, evaluate, run, summary_lines  # noqa: F401  (evaluate: course code imports it from here)
 
 
 def build_parser():
     p = utils.ArgumentParser(prog="evaluate_gpu.py", description="Evaluate re-ID features (stage 5).")
     p.add_argument("--mat", default="pytorch_result.mat", help="features written by test.py")
-    p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid",
-                   help="trapezoid: Market-1501 official / layumi; standard: torchreid / fast-reid")
+    add_ap_argument(p)
     p.add_argument("--multi", nargs="?", const="multi_query.mat", default=None, metavar="MAT",
                    help="Market multi-query with the features in MAT (written by test.py --multi)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")

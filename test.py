@@ -46,7 +46,7 @@ def build_parser():
     p.add_argument("--multi", action="store_true", help="also extract multi-query (Market gt_bbox) features")
     p.add_argument("--ms", default="1", help="comma-separated scales whose features are summed, e.g. 1,1.1")
     p.add_argument("--output", default="pytorch_result.mat", help="where to write the features")
-    p.add_argument("--ap", choices=["trapezoid", "standard"], default="trapezoid", help="AP convention, as in evaluate_gpu.py")
+    metrics.add_ap_argument(p)
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     models.add_head_arguments(p, overrides=True)

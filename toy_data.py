@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 import utils
 from reid import toy_render
-from reid.datasets import TOY_MANIFEST
+from reid.datasets import JUNK_PID, TOY_MANIFEST, match_masks
 from reid.files import read_json
 from utils import UserError, cli_main
 
@@ -217,8 +217,8 @@ def write_gt_query(root, shots):
     cams = np.array([s.camid for s in gallery])
     os.makedirs(os.path.join(root, "gt_query"))
     for query in (s for s in shots if s.folder == "query"):
-        good = np.flatnonzero((pids == query.pid) & (cams != query.camid)) + 1
-        junk = np.flatnonzero(((pids == query.pid) & (cams == query.camid)) | (pids == -1)) + 1
+        good, junk = (np.flatnonzero(mask[0]) + 1 for mask in match_masks(np.array([query.pid]),
+                                                                          np.array([query.camid]), pids, cams))
         stem = os.path.join(root, "gt_query", query.filename[:-4])
         for suffix, key, index in (("_good.mat", "good_index", good), ("_junk.mat", "junk_index", junk)):
             with open(stem + suffix, "wb") as handle:
@@ -273,7 +273,7 @@ def summary_table(shots, dataset, cameras):
                          f"{len({s.camid for s in chosen}):>9}")
     if dataset == "market":
         distractors = sum(s.pid == 0 for s in shots)
-        junk = sum(s.pid == -1 for s in shots)
+        junk = sum(s.pid == JUNK_PID for s in shots)
         extras = f"{distractors} distractors (0000) and {junk} junk (-1) pictures"
     else:
         in_test = {s.pid for s in shots if s.folder == "query"}

@@ -31,7 +31,7 @@ import model as models
 import utils
 from reid import files, pictures, runs
 from reid.images import check_images, image_folder, image_transforms
-from reid import recipes as metric_learning
+from reid import recipes
 from reid.losses import MetricLosses, loss_and_scores
 from utils import UserError
 
@@ -58,7 +58,7 @@ def build_parser():
     p.add_argument("--erasing_p", type=float, default=0.0, help="random erasing probability (0 = off)")
     models.add_head_arguments(p)
     models.add_backbone_arguments(p, default="resnet50")
-    metric_learning.add_arguments(p)
+    recipes.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
     p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
@@ -78,7 +78,7 @@ def resolve_options(parser, argv):
         parser.error(f"choose one backbone: --{' and --'.join(legacy)}{' and --backbone' if 'backbone' in typed else ''}")
     if legacy:
         args.backbone = LEGACY_FLAGS[legacy[0]]
-    metric_learning.apply_recipe(args, typed, models.get_backbone(args.backbone).supports_stride)
+    recipes.apply_recipe(args, typed, models.get_backbone(args.backbone).supports_stride)
     if args.fp16 and args.bf16:
         parser.error("--fp16 and --bf16 exclude each other")
     if args.resume and args.overwrite:
@@ -94,7 +94,7 @@ def resolve_options(parser, argv):
         for key in vars(args):   # the run's own options, except runtime ones typed now
             if key in saved and key not in typed:
                 setattr(args, key, saved[key])
-    metric_learning.check_arguments(parser, args, models.get_backbone(args.backbone))
+    recipes.check_arguments(parser, args, models.get_backbone(args.backbone))
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
         parser.error(f"--stride 1 is not available for {args.backbone}")
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
@@ -129,10 +129,10 @@ def make_loaders(args, train_set, val_set, device):
     generator = torch.Generator()   # re-seeded every epoch, so the order depends on (seed, epoch) only
     common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
     if args.sampler == "pk":
-        sampler = metric_learning.pk_sampler(train_set.targets, args.batchsize, args.num_instances, generator)
+        sampler = recipes.pk_sampler(train_set.targets, args.batchsize, args.num_instances, generator)
         train = torch.utils.data.DataLoader(train_set, generator=generator, **common, batch_sampler=sampler)
     else:
-        weak = metric_learning.pair_losses_without_pk(args)
+        weak = recipes.pair_losses_without_pk(args)
         if weak:
             print(f"warning: --{' --'.join(weak)} find(s) few positives in random batches; add --sampler pk")
         train = torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
@@ -214,8 +214,6 @@ def restore(run_dir, net, ctx):
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
     unwrap(net).load_state_dict(state["model"])
-    if "metric" not in state:   # written before the loss registry: only the centre loss had parameters
-        state["metric"] = {f"terms.center.{key}": value for key, value in state.get("center", {}).items()}
     for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
         if ctx[key] is not None:
             ctx[key].load_state_dict(state[key])
@@ -255,13 +253,13 @@ def training_context(args, net, device):
         print("note: --fp16/--bf16 need CUDA; training in float32 on the CPU")
     use_amp = amp_dtype is not None and cuda
     metric = None
-    if metric_learning.chosen_losses(args):
+    if recipes.chosen_losses(args):
         dim = models.get_backbone(args.backbone).feature_dim(0 if args.bnneck else args.linear_num)
         metric = MetricLosses(args, args.nclasses, dim).to(device)
     optimizer, scheduler = build_optimizer(net, args, metric)
     return {"device": device, "criterion": nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
             "metric": metric, "batchsize": args.batchsize,
-            "average": metric_learning.weight_average(net, args.wa_decay) if args.wa else None,
+            "average": recipes.weight_average(net, args.wa_decay) if args.wa else None,
             "optimizer": optimizer, "scheduler": scheduler,
             "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
             "autocast": (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
@@ -293,7 +291,7 @@ def build_network(args, spec, nclasses, device):
     utils.set_seed(args.seed, deterministic=device.type == "cpu")
     torch.backends.cudnn.benchmark = device.type == "cuda"   # fast kernels on GPU; determinism is a CPU promise
     net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
-                             args.stride, circle=bool(metric_learning.chosen_losses(args)), bnneck=args.bnneck,
+                             args.stride, circle=bool(recipes.chosen_losses(args)), bnneck=args.bnneck,
                              neck_feat=args.neck_feat).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
@@ -324,7 +322,7 @@ def main(argv=None):
     fit(net, loaders, ctx, args, run_dir, start, history)
     if ctx["average"] is not None:
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
-        average = metric_learning.finish_weight_average(ctx["average"], loaders["train"], device)
+        average = recipes.finish_weight_average(ctx["average"], loaders["train"], device)
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), unwrap(average))
     print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx["average"] is not None else ""))
     return run_dir

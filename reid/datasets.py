@@ -24,13 +24,18 @@ class ImageName:
     frame: int
     sequence: int = 0  # Market-1501 only: the video sequence ``s`` of ``cCsS``
 
-    @property
-    def is_junk(self):
-        return self.pid == JUNK_PID
 
-    @property
-    def is_distractor(self):
-        return self.pid == DISTRACTOR_PID
+
+def match_masks(q_pids, q_camids, g_pids, g_camids):
+    """The Market-1501 protocol's two masks, [queries, gallery], for NumPy arrays or torch tensors alike.
+
+    ``good``: the query's person seen by another camera (a correct match). ``junk``: the query's person
+    seen by the query's own camera, or a gallery picture with pid JUNK_PID; junk is removed from the
+    ranking. Everything else (distractors, pid DISTRACTOR_PID, included) is an ordinary wrong match.
+    """
+    same_person = q_pids[:, None] == g_pids[None, :]
+    same_camera = q_camids[:, None] == g_camids[None, :]
+    return same_person & ~same_camera, (same_person & same_camera) | (g_pids == JUNK_PID)[None, :]
 
 
 class NameRuleError(UserError):

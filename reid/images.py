@@ -14,11 +14,6 @@ def is_image_file(filename):
     return filename.lower().endswith(IMAGE_SUFFIXES)
 
 
-def list_images(folder):
-    """Sorted base names of the image files directly in ``folder``."""
-    return sorted(name for name in os.listdir(folder) if is_image_file(name))
-
-
 def check_images(paths):
     """Decode every picture once before the slow work; the first unreadable one is named."""
     from PIL import Image

@@ -5,8 +5,10 @@ import numpy as np
 import torch
 
 from reid import features
+from reid.datasets import match_masks
 
 
+AP_CONVENTIONS = ("trapezoid", "standard")   # the Market-1501 authors' / layumi's, and torchreid's / fast-reid's
 CHUNK_ELEMENTS = 2 ** 21   # query x gallery entries held at once: bounds memory whatever the dataset size
 
 
@@ -50,13 +52,12 @@ def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids):
     higher buckets than a correct match all outrank it (a histogram counts them), and only those in
     its own bucket are compared with it exactly.
     """
-    same_person = q_pids[:, None] == g_pids[None, :]
-    good = same_person & (q_camids[:, None] != g_camids[None, :])
+    good, junk = match_masks(q_pids, q_camids, g_pids, g_camids)
     n_good = good.sum(1)
     most = int(n_good.max()) if len(n_good) else 0
     if most == 0:
         return torch.zeros(len(q_pids), 0, dtype=torch.int64, device=scores.device), n_good
-    wrong = ~(same_person | (g_pids == -1)[None, :])   # kept pictures that are not correct matches
+    wrong = ~(good | junk)   # kept pictures that are not correct matches
     good_scores = scores.masked_fill(~good, float("-inf")).topk(most, dim=1).values
     is_good = torch.arange(most, device=scores.device)[None, :] < n_good[:, None]
     low = scores.min()
@@ -100,7 +101,7 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     match scores 0, as layumi's evaluate_gpu.py prints); ``standard`` over the queries that have a
     correct match (torchreid's eval_market1501). No I/O, no printing.
     """
-    if ap not in ("trapezoid", "standard"):
+    if ap not in AP_CONVENTIONS:
         raise ValueError(f"unknown AP convention {ap!r}")
     tensor = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
     q_pids, q_camids = tensor(q_pids, torch.int64).ravel(), tensor(q_camids, torch.int64).ravel()
@@ -147,6 +148,12 @@ def multi_query_features(q_feats, q_pids, q_camids, mq_feats, mq_pids, mq_camids
         else:
             missing += 1
     return merged, missing
+
+
+def add_ap_argument(parser):
+    """``--ap``, the AP convention, the same in every script that scores."""
+    parser.add_argument("--ap", choices=AP_CONVENTIONS, default=AP_CONVENTIONS[0],
+                        help="trapezoid: Market-1501 official / layumi; standard: torchreid / fast-reid")
 
 
 def summary_lines(metrics):

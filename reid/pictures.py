@@ -4,6 +4,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from reid.datasets import match_masks
 from reid.files import atomic_write
 
 
@@ -39,10 +40,9 @@ def ranked_gallery(result, index):
     Ties put a wrong match first, as evaluate_gpu.evaluate does, so the picture agrees with the scores.
     """
     scores = result["gallery_f"] @ result["query_f"][index] if result["scores"] is None else result["scores"][index]
-    pid, cam = result["query_label"][index], result["query_cam"][index]
-    same = result["gallery_label"] == pid
-    junk = (same & (result["gallery_cam"] == cam)) | (result["gallery_label"] == -1)
-    correct = same & ~junk
+    good, junk = match_masks(result["query_label"][index:index + 1], result["query_cam"][index:index + 1],
+                             result["gallery_label"], result["gallery_cam"])
+    correct, junk = good[0] & ~junk[0], junk[0]
     order = np.lexsort((correct, -scores))
     order = order[~junk[order]]
     return [(int(g), float(scores[g]), "correct" if correct[g] else "wrong") for g in order]

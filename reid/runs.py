@@ -1,7 +1,6 @@
 """The run folder model/NAME/: its name, its checkpoint names and the weights and states train.py saves there."""
 import argparse
 import os
-import random
 
 from reid.files import atomic_write
 from utils import UserError
@@ -63,13 +62,11 @@ def save_weights(path, module):
 
 
 def rng_states():
-    """Python, NumPy and torch generator states as tensors and plain values (loadable with weights_only)."""
-    import numpy as np
+    """torch's generator state, the one --resume restores (each epoch re-seeds Python and NumPy from
+    (--seed, epoch), so their states need no saving)."""
     import torch
 
-    numpy_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
-            "numpy_pos": int(numpy_state[2]), "python": list(random.getstate()[1])}
+    return {"torch": torch.get_rng_state()}
 
 
 def checkpoint_path(run_dir, which_epoch):

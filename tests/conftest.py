@@ -14,6 +14,13 @@ SMALL = ["--train_ids", "6", "--test_ids", "5", "--images_per_camera", "2", "--d
          "--junk", "3", "--workers", "1"]
 
 
+def list_images(folder):
+    """Sorted base names of the image files directly in ``folder``."""
+    from reid.images import is_image_file
+
+    return sorted(name for name in os.listdir(folder) if is_image_file(name))
+
+
 def make_toy(folder, dataset, *extra):
     """Generate a toy dataset into ``folder``; returns its root (e.g. folder/Market)."""
     return toy_data.main(["--out", str(folder), "--dataset", dataset, *SMALL, *extra])

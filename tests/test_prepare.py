@@ -12,7 +12,7 @@ import prepare
 import prepare_Duke
 from conftest import ROOT, run_cli
 from reid.datasets import TOY_MANIFEST, parse_image_name
-from reid.images import list_images
+from conftest import list_images
 
 
 def source_hash(root):

@@ -11,7 +11,7 @@ from PIL import Image
 import toy_data
 from conftest import make_toy, run_cli
 from reid.datasets import NAME_PARSERS
-from reid.images import list_images
+from conftest import list_images
 
 
 def tree_hashes(root):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import utils
-from reid.datasets import NameRuleError, parse_duke_name, parse_image_name, parse_market_name
+from reid.datasets import DISTRACTOR_PID, JUNK_PID, NameRuleError, parse_duke_name, parse_image_name, parse_market_name
 from utils import UserError
 
 
@@ -22,7 +22,7 @@ def test_market_names(name, pid, cam, seq, frame):
     parsed = parse_market_name(name)
     assert (parsed.pid, parsed.camid, parsed.sequence, parsed.frame) == (pid, cam, seq, frame)
     assert parsed.label == name.split("/")[-1].split("_")[0]
-    assert parsed.is_junk == (pid == -1) and parsed.is_distractor == (pid == 0)
+    assert (parsed.pid == JUNK_PID) == (pid == -1) and (parsed.pid == DISTRACTOR_PID) == (pid == 0)
 
 
 @pytest.mark.parametrize("name", [
