@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 import utils
 from reid import files
-from reid.datasets import BENCHMARKS, NAME_PARSERS, TOY_MANIFEST, NameRuleError
+from reid.datasets import BENCHMARKS, TOY_MANIFEST, NameRuleError
 from reid.images import is_image_file
 from utils import UserError, cli_main
 
@@ -61,7 +61,7 @@ Entry = namedtuple("Entry", "source label filename")  # one file to place: pytor
 def build_parser(benchmark="market"):
     spec = BENCHMARKS[benchmark]
     parser = utils.ArgumentParser(
-        prog="prepare_Duke.py" if benchmark == "duke" else "prepare.py",
+        prog=spec.script,
         description=f"Arrange a {spec.title} download into ROOT/pytorch/ for training and testing.")
     parser.add_argument("--download_path", default=spec.default_root,
                         help=f"ROOT: the unzipped {spec.title} folder (holding bounding_box_train/ ...)")
@@ -98,15 +98,13 @@ def scan_folder(root, folder, spec):
     parsed, bad = [], []
     for name in names:
         try:
-            parsed.append(NAME_PARSERS[spec.key](name))
+            parsed.append(spec.parse(name))
         except NameRuleError:
             bad.append(name)
     if bad:
-        other = BENCHMARKS["duke" if spec.key == "market" else "market"]
-        if all(_parses(name, other.key) for name in bad):
-            script = "prepare_Duke.py" if other.key == "duke" else "prepare.py"
+        for other in (b for b in BENCHMARKS.values() if b is not spec and all(_parses(name, b) for name in bad)):
             raise UserError(f"{path} holds {other.title} file names (e.g. {bad[0]}), not {spec.title} ones",
-                            f"run python {script} --download_path {root}")
+                            f"run python {other.script} --download_path {root}")
         raise UserError(f"{len(bad)} file(s) in {path} break the {spec.title} naming rule {spec.rule}: "
                         f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}",
                         "remove or rename them (the source is never changed by this script)")
@@ -117,7 +115,7 @@ def scan_folder(root, folder, spec):
 
 def _parses(name, benchmark):
     try:
-        NAME_PARSERS[benchmark](name)
+        benchmark.parse(name)
         return True
     except NameRuleError:
         return False
@@ -206,7 +204,7 @@ def run(argv, benchmark):
     check_layout(root, spec)
     splits = plan_splits(root, spec)
     counts = split_counts(splits)
-    if "multi-query" not in splits and benchmark == "market":
+    if "multi-query" not in splits and spec.gt_bbox:
         print(f"note: {root} has no gt_bbox/: multi-query is not written")
     manifest = {"benchmark": spec.title, "link": args.link, "format_version": FORMAT_VERSION,
                 "source_digest": source_digest(splits, args.link), "splits": counts}

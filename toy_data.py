@@ -38,27 +38,11 @@ from tqdm import tqdm
 
 import utils
 from reid import toy_render
-from reid.datasets import JUNK_PID, TOY_MANIFEST, match_masks
+from reid.datasets import BENCHMARKS, JUNK_PID, TOY_MANIFEST, match_masks
 from reid.files import read_json
 from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How one benchmark names and arranges its files."""
-
-    folder: str
-    cameras: int
-    max_pid: int          # real sets number their identities up to about this
-    frame_digits: int
-
-
-LAYOUTS = {
-    "market": Layout(folder="Market", cameras=6, max_pid=1501, frame_digits=6),
-    "duke": Layout(folder="DukeMTMC-reID", cameras=8, max_pid=7140, frame_digits=7),
-}
 
 
 @dataclass(frozen=True)
@@ -76,7 +60,7 @@ class Shot:
 def build_parser():
     parser = utils.ArgumentParser(prog="toy_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", help="folder that receives Market/ or DukeMTMC-reID/")
-    parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="market", help="which benchmark to imitate")
+    parser.add_argument("--dataset", choices=sorted(BENCHMARKS), default="market", help="which benchmark to imitate")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")
     parser.add_argument("--train_ids", type=int, default=100, help="identities in bounding_box_train")
     parser.add_argument("--test_ids", type=int, default=100, help="identities in query and bounding_box_test")
@@ -99,8 +83,8 @@ def check_args(parser, args):
         parser.error("--train_ids and --test_ids must be at least 2")
     if args.images_per_camera < 1:
         parser.error("--images_per_camera must be at least 1")
-    if not 2 <= args.max_cameras <= LAYOUTS[args.dataset].cameras:
-        parser.error(f"--max_cameras must be between 2 and {LAYOUTS[args.dataset].cameras} for {args.dataset}")
+    if not 2 <= args.max_cameras <= BENCHMARKS[args.dataset].cameras:
+        parser.error(f"--max_cameras must be between 2 and {BENCHMARKS[args.dataset].cameras} for {args.dataset}")
     if args.distractors < 0 or args.junk < 0 or args.workers < 1:
         parser.error("--distractors and --junk must be >= 0, --workers >= 1")
     if args.train_ids + args.test_ids + 1 > 9999:
@@ -110,23 +94,22 @@ def check_args(parser, args):
 class Namer:
     """Unique benchmark file names: frame numbers grow per camera, as in a video."""
 
-    def __init__(self, dataset, rng):
-        self.dataset, self.rng = dataset, rng
+    def __init__(self, benchmark, rng):
+        self.benchmark, self.rng = benchmark, rng
         self.frames = {}
 
     def __call__(self, label, camid, hand_drawn=False):
         frame = self.frames.get(camid, 0) + int(self.rng.integers(5, 60))
         self.frames[camid] = frame
-        if self.dataset == "duke":
-            return f"{label}_c{camid}_f{frame:07d}.jpg"
-        sequence = 1 + (frame // 4000) % 6
-        box = 0 if hand_drawn else int(self.rng.integers(1, 5))   # Market: 00 = drawn by hand
-        return f"{label}_c{camid}s{sequence}_{frame:06d}_{box:02d}.jpg"
+        box = 0
+        if self.benchmark.gt_bbox:   # names carry a box index; 00 = drawn by hand
+            box = 0 if hand_drawn else int(self.rng.integers(1, 5))
+        return self.benchmark.toy_name(label, camid, frame, box)
 
 
 def choose_identities(args, layout, rng):
     """Distinct person ids spread like the real sets' (not 1..N), split into train and test."""
-    wanted = args.train_ids + args.test_ids + args.distractors * (args.dataset == "duke")
+    wanted = args.train_ids + args.test_ids + args.distractors * (layout.distractors == "identities")
     pids = rng.choice(np.arange(1, max(layout.max_pid, wanted) + 1), size=wanted, replace=False)
     pids = [int(p) for p in pids]
     train = sorted(pids[:args.train_ids])
@@ -148,7 +131,7 @@ def person_shots(args, layout, rng, namer, pid, test):
             hand_drawn = [namer(label, cam, hand_drawn=True) for _ in range(int(rng.integers(1, 4)))]
             shots.append(Shot("query", hand_drawn[0], pid, cam, (args.seed, 3, pid, len(shots))))
             for name in hand_drawn:  # Market's gt_bbox repeats the query and adds more hand-drawn boxes
-                if args.dataset == "market":
+                if layout.gt_bbox:
                     shots.append(Shot("gt_bbox", name, pid, cam, (args.seed, 3, pid, len(shots))))
     return shots
 
@@ -156,7 +139,7 @@ def person_shots(args, layout, rng, namer, pid, test):
 def gallery_extras(args, layout, rng, namer, distractor_pids):
     """Market: ``0000`` false detections and ``-1`` junk; Duke: identities seen by one camera."""
     shots = []
-    if args.dataset == "market":
+    if layout.distractors == "pictures":
         for index in range(args.distractors + args.junk):
             pid = 0 if index < args.distractors else -1
             cam = int(rng.integers(1, layout.cameras + 1))
@@ -172,9 +155,9 @@ def gallery_extras(args, layout, rng, namer, distractor_pids):
 
 def plan_dataset(args):
     """Every picture to write, in a fixed order, from the seed alone."""
-    layout = LAYOUTS[args.dataset]
+    layout = BENCHMARKS[args.dataset]
     rng = np.random.default_rng([args.seed, 0])
-    namer = Namer(args.dataset, rng)
+    namer = Namer(layout, rng)
     train, test, distractors = choose_identities(args, layout, rng)
     shots = []
     for pid in train:
@@ -248,7 +231,7 @@ def write_dataset(args, root, shots):
         for shot, jpeg in tqdm(zip(shots, pictures), total=len(shots), desc="drawing", unit="img"):
             with open(os.path.join(root, shot.folder, shot.filename), "wb") as handle:
                 handle.write(jpeg)
-    if args.dataset == "market":
+    if BENCHMARKS[args.dataset].gt_bbox:
         write_gt_query(root, shots)
         with open(os.path.join(root, "readme.txt"), "w") as handle:
             handle.write(MARKET_README)
@@ -271,7 +254,7 @@ def summary_table(shots, dataset, cameras):
         if chosen:
             lines.append(f"{folder:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}"
                          f"{len({s.camid for s in chosen}):>9}")
-    if dataset == "market":
+    if BENCHMARKS[dataset].distractors == "pictures":
         distractors = sum(s.pid == 0 for s in shots)
         junk = sum(s.pid == JUNK_PID for s in shots)
         extras = f"{distractors} distractors (0000) and {junk} junk (-1) pictures"
@@ -287,7 +270,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    root = os.path.join(args.out, LAYOUTS[args.dataset].folder)
+    root = os.path.join(args.out, BENCHMARKS[args.dataset].folder)
     if os.path.exists(root):
         found = read_json(os.path.join(root, TOY_MANIFEST))
         if found is None:
@@ -301,14 +284,14 @@ def main(argv=None):
                             "pass --overwrite to replace it, or choose another --out")
     started = time.time()
     shots = plan_dataset(args)
-    temporary = os.path.join(args.out, f".{LAYOUTS[args.dataset].folder}.partial")
+    temporary = os.path.join(args.out, f".{BENCHMARKS[args.dataset].folder}.partial")
     shutil.rmtree(temporary, ignore_errors=True)   # left by an interrupted run
     os.makedirs(args.out, exist_ok=True)
     write_dataset(args, temporary, shots)
     if os.path.exists(root):
         shutil.rmtree(root)
     os.replace(temporary, root)
-    print(summary_table(shots, args.dataset, LAYOUTS[args.dataset].cameras))
+    print(summary_table(shots, args.dataset, BENCHMARKS[args.dataset].cameras))
     print(f"wrote {root} in {time.time() - started:.1f} s")
     return root
 

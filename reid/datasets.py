@@ -4,6 +4,7 @@ distractor ids, and what prepare.py needs to know about each dataset.
 import os
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from utils import UserError
 
@@ -82,9 +83,6 @@ def parse_duke_name(filename):
                      camid=int(match["cam"]), frame=int(match["frame"]))
 
 
-NAME_PARSERS = {"market": parse_market_name, "duke": parse_duke_name}
-
-
 def parse_image_name(filename):
     """Parse a name under whichever benchmark rule it follows (for stages that read both)."""
     for parser in NAME_PARSERS.values():
@@ -97,33 +95,54 @@ def parse_image_name(filename):
                         "rename or remove the file")
 
 
+def _market_name(label, camid, frame, box):
+    return f"{label}_c{camid}s{1 + (frame // 4000) % 6}_{frame:06d}_{box:02d}.jpg"   # six sequences, as in Market
+
+
+def _duke_name(label, camid, frame, box):
+    return f"{label}_c{camid}_f{frame:07d}.jpg"
+
+
 @dataclass(frozen=True)
 class Benchmark:
-    """What prepare needs to know about one dataset."""
+    """Everything the scripts need to know about one dataset: a new layout is one entry here."""
 
     key: str
     title: str
+    script: str             # the prepare script that reads it
     default_root: str
     rule: str
+    parse: Callable         # file name -> ImageName, or NameRuleError
     sources: tuple          # (output split, source folder, required?)
     official: dict          # output split -> (images, identities or None) of the real release
     download_hint: str
+    folder: str             # the toy set's folder under toy_data.py --out
+    cameras: int
+    max_pid: int            # real sets number their identities up to about this
+    gt_bbox: bool           # hand-drawn boxes (box 00 in the name) and multi-query exist
+    distractors: str        # "pictures": 0000 and -1 pictures in the gallery; "identities": people seen once
+    toy_name: Callable      # (label, camid, frame, box) -> a file name under the rule
 
 
 BENCHMARKS = {
     "market": Benchmark(
-        key="market", title="Market-1501", default_root="../Market", rule=MARKET_RULE,
+        key="market", title="Market-1501", script="prepare.py", default_root="../Market", rule=MARKET_RULE,
+        parse=parse_market_name,
         sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
                  ("gallery", "bounding_box_test", True), ("multi-query", "gt_bbox", False)),
         official={"train_all": (12936, 751), "query": (3368, 750), "gallery": (19732, None),
                   "multi-query": (25259, None)},
         download_hint="download Market-1501-v15.09.15.zip from the dataset's authors (see README) and unzip it, "
-                      "or make the toy set: python toy_data.py --out data --dataset market"),
+                      "or make the toy set: python toy_data.py --out data --dataset market",
+        folder="Market", cameras=6, max_pid=1501, gt_bbox=True, distractors="pictures", toy_name=_market_name),
     "duke": Benchmark(
-        key="duke", title="DukeMTMC-reID", default_root="../DukeMTMC-reID", rule=DUKE_RULE,
+        key="duke", title="DukeMTMC-reID", script="prepare_Duke.py", default_root="../DukeMTMC-reID", rule=DUKE_RULE,
+        parse=parse_duke_name,
         sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
                  ("gallery", "bounding_box_test", True)),
         official={"train_all": (16522, 702), "query": (2228, None), "gallery": (17661, None)},
         download_hint="DukeMTMC-reID was withdrawn by its authors; use a copy your course provides, "
-                      "or make the toy set: python toy_data.py --out data --dataset duke"),
+                      "or make the toy set: python toy_data.py --out data --dataset duke",
+        folder="DukeMTMC-reID", cameras=8, max_pid=7140, gt_bbox=False, distractors="identities", toy_name=_duke_name),
 }
+NAME_PARSERS = {key: benchmark.parse for key, benchmark in BENCHMARKS.items()}
