@@ -19,9 +19,10 @@ A correct run prints, per epoch, a progress bar for each phase and a line like:
     epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  lr 0.0100  21.4 s
 """
 import os
-import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ import utils
 from reid import files, pictures, runs
 from reid.images import check_images, image_folder, image_transforms
 from reid import recipes
-from reid.losses import MetricLosses, loss_and_scores
+from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
@@ -140,43 +141,26 @@ def make_loaders(args, train_set, val_set, device):
     return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
 
 
-def build_optimizer(net, args, metric=None):
-    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr; the metric
-    losses' class centres as ``MetricLosses.parameter_groups`` says."""
-    head = [p for n, p in net.named_parameters() if n.startswith("classifier") and p.requires_grad]
-    backbone = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
-    backbone_lr = args.lr if args.no_pretrained else 0.1 * args.lr   # nothing to preserve in random weights
-    groups = [{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}]
-    if metric is not None:   # first, so that param_groups[-1] stays the head (its lr is the one printed)
-        groups = metric.parameter_groups(args.lr, args.center_lr) + groups
-    optimizer = torch.optim.SGD(groups, weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
-    if args.cosine:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.total_epoch, eta_min=0.01 * args.lr)
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, max(1, args.total_epoch * 2 // 3), gamma=0.1)
-    return optimizer, scheduler
-
-
 def run_epoch(net, loader, phase, ctx):
     """One pass over ``loader``; trains when ``phase == "train"``. Returns mean loss, accuracy, seconds."""
     training = phase == "train"
     net.train(training)
     total_loss, correct, seen, started = 0.0, 0, 0, time.time()
-    total = len(loader) * ctx["batchsize"] if training else len(loader.dataset)
-    bar = tqdm(total=total, desc=f"{phase:>5}", unit="img", leave=False, disable=not ctx["progress"])
+    total = len(loader) * ctx.batchsize if training else len(loader.dataset)
+    bar = tqdm(total=total, desc=f"{phase:>5}", unit="img", leave=False, disable=not ctx.progress)
     with torch.set_grad_enabled(training):
         for step, (images, labels) in enumerate(loader):
-            images = images.to(ctx["device"], non_blocking=True, memory_format=ctx["memory_format"])
-            labels = labels.to(ctx["device"], non_blocking=True)
-            with ctx["autocast"]():
-                loss, scores = loss_and_scores(net(images), labels, ctx["criterion"], ctx["metric"])
+            images = images.to(ctx.device, non_blocking=True, memory_format=ctx.memory_format)
+            labels = labels.to(ctx.device, non_blocking=True)
+            with ctx.autocast():
+                loss, scores = loss_and_scores(net(images), labels, ctx.criterion, ctx.metric)
             if training:
-                ctx["optimizer"].zero_grad(set_to_none=True)
-                ctx["scaler"].scale(loss * ctx["warm"](step)).backward()
-                ctx["scaler"].step(ctx["optimizer"])
-                ctx["scaler"].update()
-                if ctx["average"] is not None:
-                    ctx["average"].update_parameters(net)
+                ctx.optimizer.zero_grad(set_to_none=True)
+                ctx.scaler.scale(loss * ctx.warm(step)).backward()
+                ctx.scaler.step(ctx.optimizer)
+                ctx.scaler.update()
+                if ctx.average is not None:
+                    ctx.average.update_parameters(net)
             total_loss += loss.item() * len(labels)
             correct += (scores.argmax(1) == labels).sum().item()
             seen += len(labels)
@@ -186,23 +170,16 @@ def run_epoch(net, loader, phase, ctx):
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seconds": time.time() - started}
 
 
-def warm_schedule(args, epoch, steps_per_epoch):
-    """layumi's warm-up: the loss weight grows from 0.1 to 1 over --warm_epoch epochs (stateless: resumable)."""
-    warm_steps = args.warm_epoch * steps_per_epoch
-    done = epoch * steps_per_epoch
-    return lambda step: min(1.0, 0.1 + 0.9 * (done + step + 1) / warm_steps) if done + step < warm_steps else 1.0
-
-
 def save_checkpoints(run_dir, net, epoch, args, history, ctx):
     """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
     weights = runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("last")), unwrap(net))
     if epoch % 10 == 0:
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name(epoch)), unwrap(net))
-    state = {"epoch": epoch, "model": weights, "optimizer": ctx["optimizer"].state_dict(),
-             "scheduler": ctx["scheduler"].state_dict(), "scaler": ctx["scaler"].state_dict(),
+    state = {"epoch": epoch, "model": weights, "optimizer": ctx.optimizer.state_dict(),
+             "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
              "history": history, "rng": runs.rng_states(),
-             "metric": ctx["metric"].state_dict() if ctx["metric"] is not None else {},
-             "average": ctx["average"].state_dict() if ctx["average"] is not None else {}}
+             "metric": ctx.metric.state_dict() if ctx.metric is not None else {},
+             "average": ctx.average.state_dict() if ctx.average is not None else {}}
     files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
 
 
@@ -215,8 +192,8 @@ def restore(run_dir, net, ctx):
     state = torch.load(path, map_location="cpu", weights_only=True)
     unwrap(net).load_state_dict(state["model"])
     for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
-        if ctx[key] is not None:
-            ctx[key].load_state_dict(state[key])
+        if getattr(ctx, key) is not None:
+            getattr(ctx, key).load_state_dict(state[key])
     torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"], state["history"]
 
@@ -225,28 +202,26 @@ def unwrap(net):
     return net.module if isinstance(net, nn.DataParallel) else net
 
 
-def prepare_run_dir(args):
-    """model/NAME ready for writing. Called only once the network is built, so a failed start leaves no
-    folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
-    run_dir = runs.run_dir(args.name)
-    if os.path.islink(run_dir) or (os.path.exists(run_dir) and not os.path.isdir(run_dir)):
-        raise UserError(f"{run_dir} is not a folder", "choose another --name, or move that file away")
-    if os.path.isdir(run_dir) and not args.resume and any(".tmp-" not in n for n in os.listdir(run_dir)):
-        if not args.overwrite:
-            raise UserError(f"{run_dir} already exists", "pass --resume to continue it or --overwrite to start again")
-        if not runs.is_train_run(run_dir):
-            raise UserError(f"{run_dir} holds no opts.yaml written by train.py, so --overwrite will not delete it",
-                            "move its files away yourself, or choose another --name")
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    for leftover in os.listdir(run_dir):   # temporary files of a run killed while writing
-        if ".tmp-" in leftover:
-            os.remove(os.path.join(run_dir, leftover))
-    return run_dir
+@dataclass
+class TrainingContext:
+    """Everything run_epoch needs besides the network and the data."""
+
+    device: torch.device
+    criterion: nn.Module
+    metric: Optional[MetricLosses]          # the extra losses (and their class centres), or None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    autocast: Callable                      # () -> a context manager: AMP on CUDA, nothing on the CPU
+    memory_format: torch.memory_format
+    batchsize: int
+    average: Optional[nn.Module] = None     # the --wa weight average
+    warm: Callable = lambda step: 1.0      # step -> loss weight during warm-up (set per epoch by fit)
+    progress: bool = True                   # draw the progress bars
 
 
 def training_context(args, net, device):
-    """Everything run_epoch needs besides the data: device, precision, loss, optimizer, scheduler."""
+    """The TrainingContext for ``args``: device, precision, loss, optimizer, scheduler."""
     cuda = device.type == "cuda"
     amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
     if amp_dtype is not None and not cuda:
@@ -255,26 +230,26 @@ def training_context(args, net, device):
     metric = None
     if recipes.chosen_losses(args):
         dim = models.get_backbone(args.backbone).feature_dim(0 if args.bnneck else args.linear_num)
-        metric = MetricLosses(args, args.nclasses, dim).to(device)
-    optimizer, scheduler = build_optimizer(net, args, metric)
-    return {"device": device, "criterion": nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-            "metric": metric, "batchsize": args.batchsize,
-            "average": recipes.weight_average(net, args.wa_decay) if args.wa else None,
-            "optimizer": optimizer, "scheduler": scheduler,
-            "scaler": torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
-            "autocast": (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
-            "memory_format": torch.channels_last if cuda else torch.contiguous_format, "progress": True}
+        metric = MetricLosses(recipes.chosen_losses(args), LossSettings.from_args(args), args.nclasses, dim).to(device)
+    optimizer, scheduler = recipes.build_optimizer(net, args, metric)
+    return TrainingContext(
+        device=device, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), metric=metric,
+        optimizer=optimizer, scheduler=scheduler, batchsize=args.batchsize,
+        average=recipes.weight_average(net, args.wa_decay) if args.wa else None,
+        scaler=torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
+        autocast=(lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
+        memory_format=torch.channels_last if cuda else torch.contiguous_format)
 
 
 def fit(net, loaders, ctx, args, run_dir, start, history):
     """The epoch loop: train, step the schedule, validate, save, report."""
     for epoch in range(start, args.total_epoch):
-        utils.set_seed(utils.derived_seed(args.seed, epoch), deterministic=ctx["device"].type == "cpu")
+        utils.set_seed(utils.derived_seed(args.seed, epoch), deterministic=ctx.device.type == "cpu")
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, epoch))
-        ctx["warm"] = warm_schedule(args, epoch, len(loaders["train"]))
-        lr = ctx["optimizer"].param_groups[-1]["lr"]
+        ctx.warm = recipes.warm_schedule(args, epoch, len(loaders["train"]))
+        lr = ctx.optimizer.param_groups[-1]["lr"]
         train_stats = run_epoch(net, loaders["train"], "train", ctx)
-        ctx["scheduler"].step()
+        ctx.scheduler.step()
         val_stats = run_epoch(net, loaders["val"], "val", ctx)
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
                         **{f"val_{k}": v for k, v in val_stats.items()}})
@@ -305,7 +280,7 @@ def main(argv=None):
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
-    run_dir = prepare_run_dir(args)
+    run_dir = runs.prepare_run_dir(args)
     if len(gpu_ids) > 1:
         net = nn.DataParallel(net, device_ids=gpu_ids)
     start, history = restore(run_dir, net, ctx) if args.resume else (0, [])
@@ -320,11 +295,11 @@ def main(argv=None):
           f"identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
     loaders = make_loaders(args, train_set, val_set, device)
     fit(net, loaders, ctx, args, run_dir, start, history)
-    if ctx["average"] is not None:
+    if ctx.average is not None:
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
-        average = recipes.finish_weight_average(ctx["average"], loaders["train"], device)
+        average = recipes.finish_weight_average(ctx.average, loaders["train"], device)
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), unwrap(average))
-    print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx["average"] is not None else ""))
+    print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx.average is not None else ""))
     return run_dir
 
 

@@ -6,7 +6,7 @@ to the identity cross-entropy with weight 1 (the centre loss with ``--center_wei
 
 Ours where the formula is short or the library's differs from the paper (batch-hard triplet, centre,
 instance, SphereFace); pytorch-metric-learning's tested implementations for ArcFace, CosFace and the
-pair losses. metric_learning.py adds the flags; train.py builds ``MetricLosses`` from them.
+pair losses. reid/recipes.py adds the flags; train.py builds ``MetricLosses`` from them.
 """
 import math
 from dataclasses import dataclass
@@ -117,38 +117,51 @@ class SphereFace(nn.Module):
         return F.cross_entropy(logits * features.norm(dim=1, keepdim=True), labels)
 
 
-def _library_loss(class_name, with_centres=False, mean_over_pairs=False, **settings):
+def _library_loss(class_name, with_centres=False, mean_over_pairs=False, **library_settings):
     """A builder for one of pytorch-metric-learning's losses (imported only when chosen)."""
-    def build(num_classes, dim, args):
+    def build(num_classes, dim, settings):   # the library's settings are fixed: ``settings`` is unused
         from pytorch_metric_learning import losses, reducers
 
         extra = dict(num_classes=num_classes, embedding_size=dim) if with_centres else {}
         if mean_over_pairs:   # its default averages only the pairs still violating the margin
             extra["reducer"] = reducers.MeanReducer()
-        return getattr(losses, class_name)(**settings, **extra)
+        return getattr(losses, class_name)(**library_settings, **extra)
     return build
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The settings the losses read (train.py's flags of the same names)."""
+
+    triplet_margin: float = 0.3
+    ins_gamma: float = 32.0
+    center_weight: float = 5e-4
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{name: getattr(args, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
 class MetricLoss:
     summary: str                # --help text: what it is and its settings
-    build: Callable             # (num_classes, feature dim, args) -> module(features, labels) -> scalar
+    build: Callable             # (num_classes, feature dim, LossSettings) -> module(features, labels) -> scalar
     needs_pairs: bool = False   # uses positives within the batch: useless without --sampler pk
 
 
 LOSSES = {   # layumi's flag names; settings are the papers' (or layumi's where the paper gives none for re-ID)
     "triplet": MetricLoss("batch-hard triplet loss on the L2-normalised feature, margin --triplet_margin "
-                          "(Hermans et al. 2017)", lambda classes, dim, args: BatchHardTriplet(args.triplet_margin),
+                          "(Hermans et al. 2017)", lambda classes, dim, settings: BatchHardTriplet(settings.triplet_margin),
                           needs_pairs=True),
     "center": MetricLoss("centre loss with learned class centres, weight --center_weight (Wen et al. 2016, BoT)",
-                         lambda classes, dim, args: CenterLoss(classes, dim)),
+                         lambda classes, dim, settings: CenterLoss(classes, dim)),
     "arcface": MetricLoss("ArcFace: additive angular margin 0.5 rad (28.6 degrees), scale 64, learned class "
                           "centres (Deng et al. 2019)", _library_loss("ArcFaceLoss", True, margin=math.degrees(0.5), scale=64)),
     "cosface": MetricLoss("CosFace: additive cosine margin 0.35, scale 64, learned class centres (Wang et al. 2018)",
                           _library_loss("CosFaceLoss", True, margin=0.35, scale=64)),
     "sphere": MetricLoss("SphereFace: multiplicative angular margin 4 on the unnormalised feature, learned class "
                          "centres, the paper's lambda annealing 1000 -> 5 (Liu et al. 2017)",
-                         lambda classes, dim, args: SphereFace(classes, dim)),
+                         lambda classes, dim, settings: SphereFace(classes, dim)),
     "circle": MetricLoss("circle loss on cosine similarities, m 0.25, gamma 32, mean over anchors (Sun et al. 2020)",
                          _library_loss("CircleLoss", m=0.25, gamma=32), needs_pairs=True),
     "contrast": MetricLoss("contrastive loss on L2-normalised features: positives pulled to distance 0, negatives "
@@ -159,9 +172,9 @@ LOSSES = {   # layumi's flag names; settings are the papers' (or layumi's where 
                          "mean over anchors (Hermans et al. 2017)",
                          _library_loss("GeneralizedLiftedStructureLoss", neg_margin=1, pos_margin=0), needs_pairs=True),
     "instance": MetricLoss("instance loss: each picture is its own class among the batch, scale --ins_gamma "
-                           "(Zheng et al. 2020)", lambda classes, dim, args: InstanceLoss(args.ins_gamma, False)),
+                           "(Zheng et al. 2020)", lambda classes, dim, settings: InstanceLoss(settings.ins_gamma, False)),
     "instance_id": MetricLoss("instance loss with each identity's pictures averaged into one class, scale --ins_gamma",
-                              lambda classes, dim, args: InstanceLoss(args.ins_gamma, True)),
+                              lambda classes, dim, settings: InstanceLoss(settings.ins_gamma, True)),
 }
 
 
@@ -171,16 +184,16 @@ def chosen_losses(args):
 
 
 class MetricLosses(nn.Module):
-    """The extra losses chosen in ``args``, summed with their weights; learned class centres live here.
+    """The extra losses ``names`` (registry keys), summed with their weights; learned class centres live here.
 
     They are computed in float32 outside autocast: margins on cosines near 1 need the precision, and the
     library's losses cast their centres to the feature's dtype.
     """
 
-    def __init__(self, args, num_classes, dim):
+    def __init__(self, names, settings, num_classes, dim):
         super().__init__()
-        self.terms = nn.ModuleDict({name: LOSSES[name].build(num_classes, dim, args) for name in chosen_losses(args)})
-        self.weights = {name: args.center_weight if name == "center" else 1.0 for name in self.terms}
+        self.terms = nn.ModuleDict({name: LOSSES[name].build(num_classes, dim, settings) for name in names})
+        self.weights = {name: settings.center_weight if name == "center" else 1.0 for name in self.terms}
 
     def forward(self, features, labels):
         with torch.autocast(features.device.type, enabled=False):

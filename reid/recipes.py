@@ -1,5 +1,5 @@
-"""Training recipes beyond plain cross-entropy: the P x K identity sampler, train.py's flags for the
-metric losses (``metric_losses.LOSSES``) and BNNeck, the BoT preset and the weight average.
+"""Training recipes: layumi's optimiser and schedule, and beyond plain cross-entropy the P x K identity
+sampler, train.py's flags for the metric losses (``reid.losses.LOSSES``), the BoT preset and the weight average.
 
 ``PKSampler`` yields batches of P identities x K pictures each, so that every picture in a batch has
 K-1 positives (a random batch of 32 from 751 people has almost none), and uses every identity in
@@ -138,3 +138,27 @@ def apply_recipe(args, typed, supports_stride):
     for key, value in RECIPES.get(args.recipe, {}).items():
         if key not in typed and (key != "stride" or supports_stride):
             setattr(args, key, value)
+
+
+def build_optimizer(net, args, metric=None):
+    """SGD with nesterov; the new head learns at --lr, the pretrained backbone at 0.1 x --lr; the metric
+    losses' class centres as ``MetricLosses.parameter_groups`` says."""
+    head = [p for n, p in net.named_parameters() if n.startswith("classifier") and p.requires_grad]
+    backbone = [p for n, p in net.named_parameters() if not n.startswith("classifier")]
+    backbone_lr = args.lr if args.no_pretrained else 0.1 * args.lr   # nothing to preserve in random weights
+    groups = [{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}]
+    if metric is not None:   # first, so that param_groups[-1] stays the head (its lr is the one printed)
+        groups = metric.parameter_groups(args.lr, args.center_lr) + groups
+    optimizer = torch.optim.SGD(groups, weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
+    if args.cosine:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.total_epoch, eta_min=0.01 * args.lr)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, max(1, args.total_epoch * 2 // 3), gamma=0.1)
+    return optimizer, scheduler
+
+
+def warm_schedule(args, epoch, steps_per_epoch):
+    """layumi's warm-up: the loss weight grows from 0.1 to 1 over --warm_epoch epochs (stateless: resumable)."""
+    warm_steps = args.warm_epoch * steps_per_epoch
+    done = epoch * steps_per_epoch
+    return lambda step: min(1.0, 0.1 + 0.9 * (done + step + 1) / warm_steps) if done + step < warm_steps else 1.0

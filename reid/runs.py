@@ -1,6 +1,7 @@
-"""The run folder model/NAME/: its name, its checkpoint names and the weights and states train.py saves there."""
+"""The run folder model/NAME/: its name, its checkpoint names, how train.py opens it, and the weights saved there."""
 import argparse
 import os
+import shutil
 
 from reid.files import atomic_write
 from utils import UserError
@@ -78,3 +79,23 @@ def checkpoint_path(run_dir, which_epoch):
         found = sorted(n[4:-4] for n in os.listdir(run_dir) if n.startswith("net_") and n.endswith(".pth"))
         raise UserError(f"{path} does not exist", f"pass --which_epoch with one of: {', '.join(found) or 'none saved yet'}")
     return path
+
+
+def prepare_run_dir(args):
+    """model/NAME ready for writing. Called only once the network is built, so a failed start leaves no
+    folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
+    folder = run_dir(args.name)
+    if os.path.islink(folder) or (os.path.exists(folder) and not os.path.isdir(folder)):
+        raise UserError(f"{folder} is not a folder", "choose another --name, or move that file away")
+    if os.path.isdir(folder) and not args.resume and any(".tmp-" not in n for n in os.listdir(folder)):
+        if not args.overwrite:
+            raise UserError(f"{folder} already exists", "pass --resume to continue it or --overwrite to start again")
+        if not is_train_run(folder):
+            raise UserError(f"{folder} holds no opts.yaml written by train.py, so --overwrite will not delete it",
+                            "move its files away yourself, or choose another --name")
+        shutil.rmtree(folder)
+    os.makedirs(folder, exist_ok=True)
+    for leftover in os.listdir(folder):   # temporary files of a run killed while writing
+        if ".tmp-" in leftover:
+            os.remove(os.path.join(folder, leftover))
+    return folder

@@ -11,7 +11,7 @@ import torch
 
 import train
 from reid import losses as metric_losses
-from reid.losses import LOSSES, MetricLosses
+from reid.losses import LOSSES, LossSettings, MetricLosses, chosen_losses
 
 
 def options(*names, **settings):
@@ -21,7 +21,8 @@ def options(*names, **settings):
 
 
 def losses(*names, classes=2, dim=2, **settings):
-    return MetricLosses(options(*names, **settings), classes, dim)
+    args = options(*names, **settings)
+    return MetricLosses(chosen_losses(args), LossSettings.from_args(args), classes, dim)
 
 
 def at(*angles, norm=1.0):
@@ -173,13 +174,13 @@ def test_a_mean_over_the_batch_not_a_sum(name):
 def test_class_centres_get_gradients_and_are_optimised(name):
     args = options(name, nclasses=3, linear_num=4, backbone="resnet18", lr=0.1)
     context = train.training_context(args, torch.nn.Linear(2, 2), torch.device("cpu"))
-    centres = next(context["metric"].terms[name].parameters())
-    assert any(centres is p for group in context["optimizer"].param_groups for p in group["params"])
+    centres = next(context.metric.terms[name].parameters())
+    assert any(centres is p for group in context.optimizer.param_groups for p in group["params"])
     before = centres.detach().clone()
     torch.manual_seed(1)
-    context["metric"](torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    context.metric(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
     assert centres.grad is not None and centres.grad.abs().sum() > 0
-    context["optimizer"].step()
+    context.optimizer.step()
     assert not torch.equal(before, centres.detach())
 
 

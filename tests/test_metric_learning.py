@@ -61,7 +61,7 @@ def test_flags_and_their_checks(capsys):
     assert args.sampler == "pk" and args.triplet and args.triplet_margin == 0.3
     args.nclasses = 5
     context = train.training_context(args, torch.nn.Linear(2, 2), torch.device("cpu"))
-    assert context["criterion"].label_smoothing == 0.1 and context["metric"].terms["triplet"].margin == 0.3
+    assert context.criterion.label_smoothing == 0.1 and context.metric.terms["triplet"].margin == 0.3
     for argv, fragment in ((["--sampler", "pk", "--batchsize", "10"], "--num_instances"),
                            (["--PCB", "--triplet"], "PCB"), (["--PCB", "--arcface"], "PCB"),
                            (["--label_smoothing", "1"], "--label_smoothing"), (["--ins_gamma", "0"], "--ins_gamma")):
