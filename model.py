@@ -43,7 +43,7 @@ class Backbone:
     """One registry entry: how to build the network, and what it expects and gives."""
 
     name: str
-    build: Callable            # (num_classes, pretrained, droprate, linear_num, stride, circle) -> nn.Module
+    build: Callable            # (pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle) -> nn.Module
     input_size: tuple          # (height, width) of the pictures it is trained and tested on
     pooled_dim: int            # width of the pooled backbone vector
     legacy_flag: Optional[str] = None   # layumi's boolean that selects it (e.g. "use_dense")
@@ -59,7 +59,7 @@ class Backbone:
 
 
 def _resnet(builder, weights_name, ibn=False):
-    def build(num_classes, pretrained, droprate, linear_num, stride, circle):
+    def build(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
         from torchvision import models
 
         trunk = (resnet50_ibn_a(pretrained) if ibn else
@@ -67,7 +67,7 @@ def _resnet(builder, weights_name, ibn=False):
         trunk.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         if stride == 1:
             set_last_stride_one(trunk)
-        return ResNetReID(trunk, trunk.fc.in_features, num_classes, droprate, linear_num, circle)
+        return ResNetReID(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
     return build
 
 
@@ -78,17 +78,17 @@ def set_last_stride_one(resnet):
     block.downsample[0].stride = (1, 1)
 
 
-def _densenet(num_classes, pretrained, droprate, linear_num, stride, circle):
+def _densenet(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
     from torchvision import models
 
     trunk = torchvision_backbone(models.densenet121, models.DenseNet121_Weights.DEFAULT, pretrained)
     trunk.features.avgpool = nn.AdaptiveAvgPool2d((1, 1))   # appended to ``features``, as layumi does
     if stride == 1:
         trunk.features.transition3.pool.stride = 1
-    return DenseNetReID(trunk, 1024, num_classes, droprate, linear_num, circle)
+    return DenseNetReID(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
 
 
-def _pcb(num_classes, pretrained, droprate, linear_num, stride, circle):
+def _pcb(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
     from torchvision import models
 
     trunk = torchvision_backbone(models.resnet50, models.ResNet50_Weights.DEFAULT, pretrained)
@@ -96,7 +96,7 @@ def _pcb(num_classes, pretrained, droprate, linear_num, stride, circle):
     return PCB(trunk, num_classes, droprate)
 
 
-def _mobilenet(num_classes, pretrained, droprate, linear_num, stride, circle):
+def _mobilenet(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
     from torchvision import models
 
     trunk = torchvision_backbone(models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.DEFAULT, pretrained)
@@ -106,24 +106,24 @@ def _mobilenet(num_classes, pretrained, droprate, linear_num, stride, circle):
             # torchvision's 0.01 suits long ImageNet runs; in a short re-ID run the running
             # statistics would lag far behind the weights and ruin every evaluation
             module.momentum = 0.1
-    return ReIDNet(trunk, 576, num_classes, droprate, linear_num, circle)
+    return ReIDNet(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
 
 
-def _timm(timm_name, pooled_dim, **kwargs):
-    def build(num_classes, pretrained, droprate, linear_num, stride, circle):
+def _timm(timm_name, **kwargs):
+    def build(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
         trunk = timm_backbone(timm_name, pretrained, **kwargs)
         return ReIDNet(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
     return build
 
 
-def _nasnet(num_classes, pretrained, droprate, linear_num, stride, circle):
+def _nasnet(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
     import pretrainedmodels
 
     if pretrained:
         require_url_weights("nasnet", pretrainedmodels.pretrained_settings["nasnetalarge"]["imagenet"]["url"])
     trunk = pretrainedmodels.nasnetalarge(num_classes=1000, pretrained="imagenet" if pretrained else None)
     trunk.avg_pool, trunk.dropout, trunk.last_linear = nn.AdaptiveAvgPool2d((1, 1)), nn.Sequential(), nn.Sequential()
-    return ReIDNet(trunk, 4032, num_classes, droprate, linear_num, circle)
+    return ReIDNet(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
 
 
 BACKBONES = {spec.name: spec for spec in [
@@ -133,16 +133,16 @@ BACKBONES = {spec.name: spec for spec in [
              supports_stride=True),
     Backbone("densenet121", _densenet, (256, 128), 1024, legacy_flag="use_dense", supports_stride=True),
     Backbone("pcb", _pcb, (384, 192), 2048, legacy_flag="PCB", parts=PCB.parts),
-    Backbone("swin", _timm("swin_base_patch4_window7_224", 1024), (224, 224), 1024, legacy_flag="use_swin",
+    Backbone("swin", _timm("swin_base_patch4_window7_224"), (224, 224), 1024, legacy_flag="use_swin",
              heavy=True),
-    Backbone("swinv2", _timm("swinv2_base_window8_256", 1024, img_size=(256, 128)), (256, 128), 1024,
+    Backbone("swinv2", _timm("swinv2_base_window8_256", img_size=(256, 128)), (256, 128), 1024,
              legacy_flag="use_swinv2", heavy=True),
-    Backbone("convnext", _timm("convnext_base", 1024), (256, 128), 1024, legacy_flag="use_convnext",
+    Backbone("convnext", _timm("convnext_base"), (256, 128), 1024, legacy_flag="use_convnext",
              heavy=True),
-    Backbone("hrnet18", _timm("hrnet_w18", 2048), (256, 128), 2048, legacy_flag="use_hr"),
-    Backbone("efficientnet_b4", _timm("efficientnet_b4", 1792), (256, 128), 1792, legacy_flag="use_efficient"),
+    Backbone("hrnet18", _timm("hrnet_w18"), (256, 128), 2048, legacy_flag="use_hr"),
+    Backbone("efficientnet_b4", _timm("efficientnet_b4"), (256, 128), 1792, legacy_flag="use_efficient"),
     Backbone("nasnet", _nasnet, (256, 128), 4032, legacy_flag="use_NAS", heavy=True),
-    Backbone("dino", _timm("vit_base_patch16_224.dino", 768), (224, 224), 768, legacy_flag="use_dino",
+    Backbone("dino", _timm("vit_base_patch16_224.dino"), (224, 224), 768, legacy_flag="use_dino",
              heavy=True),
     Backbone("resnet18", _resnet(lambda m: m.resnet18, "ResNet18_Weights"), (256, 128), 512,
              supports_stride=True),
@@ -257,7 +257,7 @@ def build_model(name, num_classes, pretrained=True, droprate=0.5, linear_num=512
     ``bnneck`` replaces the head by BoT's BNNeck: pooled feature -> BatchNorm1d -> Linear without bias.
     """
     spec = get_backbone(name)
-    net = spec.build(num_classes, pretrained, droprate, linear_num, stride, circle)
+    net = spec.build(spec.pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle)
     if bnneck:
         if spec.parts > 1:
             raise UserError(f"--bnneck needs one feature per picture; {name} has {spec.parts}", "drop --bnneck")

@@ -1,12 +1,12 @@
-"""Shared foundations for every stage of reid-practical.
+"""Command-line plumbing that every stage needs, and nothing else (shared code lives in reid/).
 
-What lives here, once:
   * ``UserError`` and ``cli_main`` -- a problem the user can fix becomes one line
     ``error: <what is wrong> — <how to fix it>`` on stderr and exit status 2, without a traceback;
     real bugs keep their traceback.
+  * ``ArgumentParser`` -- argparse whose own errors are that same single line; ``explicit_options``:
+    the flags the user typed (they win over a saved opts.yaml).
   * ``select_device`` -- ``--gpu_ids`` to a ``torch.device`` (``-1`` or no CUDA -> CPU).
-  * ``set_seed`` / ``seed_worker`` -- one call seeds Python, NumPy and torch.
-  * ``parse_market_name`` / ``parse_duke_name`` -- strict parsers of the two benchmark naming rules.
+  * ``set_seed`` / ``derived_seed`` / ``seed_worker`` -- one call seeds Python, NumPy and torch.
 
 torch is imported inside the functions that need it, so that ``prepare.py`` and ``toy_data.py``
 start quickly.
