@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from reid import recipes as metric_learning  # noqa: E402
+from reid import runs  # noqa: E402
 import test as stage4  # noqa: E402
 import train  # noqa: E402
 
@@ -49,12 +50,12 @@ def run(recipe, seed, args):
     common = ["--gpu_ids", "-1", "--name", name, "--data_dir", args.data_dir, "--backbone", "mobilenet_v3",
               "--no_pretrained", "--batchsize", "32", "--lr", "0.02", "--warm_epoch", "1",
               "--total_epoch", str(args.total_epoch), "--seed", str(seed)]
-    resume = ["--resume"] if os.path.exists(os.path.join("model", name, "opts.yaml")) else []
+    resume = ["--resume"] if os.path.exists(os.path.join(runs.run_dir(name), "opts.yaml")) else []
     train.main(common + RECIPES[recipe] + resume)
     output = StringIO()
     with redirect_stdout(output):
         stage4.main(["--gpu_ids", "-1", "--name", name, "--test_dir", args.data_dir, "--output",
-                     os.path.join("model", name, "result.mat")])
+                     os.path.join(runs.run_dir(name), "result.mat")])
     rank1, mAP = re.search(r"Rank@1:([\d.]+) .* mAP:([\d.]+)", output.getvalue()).groups()
     return float(rank1), float(mAP)
 
