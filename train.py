@@ -18,6 +18,7 @@ Every file is written under a temporary name and renamed, so a crash never leave
 A correct run prints, per epoch, a progress bar for each phase and a line like:
     epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  lr 0.0100  21.4 s
 """
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -84,8 +85,7 @@ def resolve_options(parser, argv):
         parser.error("--fp16 and --bf16 exclude each other")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite deletes it: pass one of them")
-    if args.batchsize < 1 or args.total_epoch < 1 or args.num_workers < 0:
-        parser.error("--batchsize and --total_epoch must be at least 1, --num_workers at least 0")
+    check_ranges(parser, args)
     if args.resume:
         saved = files.load_yaml(os.path.join(runs.run_dir(args.name), "opts.yaml"),
                                 "train.py (this run never started: drop --resume)")
@@ -101,6 +101,23 @@ def resolve_options(parser, argv):
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
         setattr(args, flag, args.backbone == name)
     return args
+
+
+RANGES = {   # flag: (is the value possible?, what it must be)
+    "batchsize": (lambda v: v >= 1, "at least 1"), "total_epoch": (lambda v: v >= 1, "at least 1"),
+    "num_workers": (lambda v: v >= 0, "at least 0"), "lr": (lambda v: v > 0, "positive"),
+    "weight_decay": (lambda v: v >= 0, "at least 0"), "warm_epoch": (lambda v: v >= 0, "at least 0"),
+    "erasing_p": (lambda v: 0 <= v <= 1, "within [0, 1]"), "droprate": (lambda v: 0 <= v < 1, "within [0, 1)"),
+    "wa_decay": (lambda v: 0 < v < 1, "within (0, 1)"),
+}
+
+
+def check_ranges(parser, args):
+    """One ``parser.error`` naming every numeric flag outside the values it can take."""
+    bad = [f"--{flag} {getattr(args, flag)} must be {what}" for flag, (possible, what) in RANGES.items()
+           if not possible(getattr(args, flag))]
+    if bad:
+        parser.error("; ".join(bad))
 
 
 def load_datasets(args, size):
@@ -154,6 +171,12 @@ def run_epoch(net, loader, phase, ctx):
             labels = labels.to(ctx.device, non_blocking=True)
             with ctx.autocast():
                 loss, scores = loss_and_scores(net(images), labels, ctx.criterion, ctx.metric)
+            value = loss.item()
+            if training and not math.isfinite(value):
+                bar.close()   # so that the error line starts a line of its own
+                raise UserError(f"the training loss became {value} at step {step + 1} of this epoch: the run diverged",
+                                "the last finished epoch's checkpoints are kept; start again with a smaller --lr "
+                                "(and --overwrite, or a new --name)")
             if training:
                 ctx.optimizer.zero_grad(set_to_none=True)
                 ctx.scaler.scale(loss * ctx.warm(step)).backward()
@@ -161,7 +184,7 @@ def run_epoch(net, loader, phase, ctx):
                 ctx.scaler.update()
                 if ctx.average is not None:
                     ctx.average.update_parameters(net)
-            total_loss += loss.item() * len(labels)
+            total_loss += value * len(labels)
             correct += (scores.argmax(1) == labels).sum().item()
             seen += len(labels)
             bar.update(len(labels))

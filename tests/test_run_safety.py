@@ -90,3 +90,33 @@ def test_test_and_demo_refuse_a_path_as_name(capsys):
     for main in (stage4.main, demo.main):
         code, _, err = run_cli(main, ["--name", "../elsewhere"], capsys)
         assert code == 2 and "--name" in one_error_line(err)
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "-0.1"), ("--lr", "0"), ("--weight_decay", "-1"),
+                                         ("--erasing_p", "1.5"), ("--droprate", "1"), ("--warm_epoch", "-2")])
+def test_impossible_values_are_refused(flag, value, capsys):
+    code, _, err = run_cli(train.main, [*FAST, flag, value], capsys)
+    assert code == 2 and flag in one_error_line(err)
+
+
+def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(prepared_market, in_tmp, monkeypatch,
+                                                                          capsys):
+    saved, real_save, real_loss = [], train.save_checkpoints, train.loss_and_scores
+
+    def save_and_remember(run_dir, net, epoch, *args):
+        real_save(run_dir, net, epoch, *args)
+        saved.append((run_dir / "net_last.pth").read_bytes() if hasattr(run_dir, "read_bytes") else
+                     open(f"{run_dir}/net_last.pth", "rb").read())
+
+    def exploding_after_one_epoch(outputs, labels, criterion, metric=None):
+        loss, scores = real_loss(outputs, labels, criterion, metric)
+        return (loss * float("nan") if saved else loss), scores
+
+    monkeypatch.setattr(train, "save_checkpoints", save_and_remember)
+    monkeypatch.setattr(train, "loss_and_scores", exploding_after_one_epoch)
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "diverges", *FAST,
+                                        "--total_epoch", "3"], capsys)
+    errors = [line for line in err.replace("\r", "\n").splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("error: "), err[-2000:]
+    assert "nan" in errors[0] and "--lr" in errors[0]
+    assert len(saved) == 1 and (in_tmp / "model" / "diverges" / "net_last.pth").read_bytes() == saved[0]
