@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import files, pictures, runs
+from reid import checkpoints, files, pictures, runs
 from reid.images import check_images, image_folder, image_transforms
 from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
@@ -39,7 +39,6 @@ from utils import UserError
 
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
 LEGACY_FLAGS = models.LEGACY_FLAGS
-STATE = "state_last.pth"
 
 
 def build_parser():
@@ -193,38 +192,6 @@ def run_epoch(net, loader, phase, ctx):
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seconds": time.time() - started}
 
 
-def save_checkpoints(run_dir, net, epoch, args, history, ctx):
-    """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
-    weights = runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("last")), unwrap(net))
-    if epoch % 10 == 0:
-        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name(epoch)), unwrap(net))
-    state = {"epoch": epoch, "model": weights, "optimizer": ctx.optimizer.state_dict(),
-             "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
-             "history": history, "rng": runs.rng_states(),
-             "metric": ctx.metric.state_dict() if ctx.metric is not None else {},
-             "average": ctx.average.state_dict() if ctx.average is not None else {}}
-    files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
-
-
-def restore(run_dir, net, ctx):
-    """Load state_last.pth into the model, optimizer, scheduler and scaler; returns (epoch, history)."""
-    path = os.path.join(run_dir, STATE)
-    if not os.path.isfile(path):
-        print(f"{path} does not exist (stopped during the first epoch): starting from epoch 1")
-        return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    unwrap(net).load_state_dict(state["model"])
-    for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
-        if getattr(ctx, key) is not None:
-            getattr(ctx, key).load_state_dict(state[key])
-    torch.set_rng_state(state["rng"]["torch"])
-    return state["epoch"], state["history"]
-
-
-def unwrap(net):
-    return net.module if isinstance(net, nn.DataParallel) else net
-
-
 @dataclass
 class TrainingContext:
     """Everything run_epoch needs besides the network and the data."""
@@ -276,7 +243,7 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
         val_stats = run_epoch(net, loaders["val"], "val", ctx)
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
                         **{f"val_{k}": v for k, v in val_stats.items()}})
-        save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
+        checkpoints.save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
         files.write_csv(os.path.join(run_dir, "summary.csv"), history)
         pictures.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
         print(f"epoch {epoch + 1}/{args.total_epoch}  train loss {train_stats['loss']:.3f} acc {train_stats['acc']:.3f}"
@@ -306,7 +273,7 @@ def main(argv=None):
     run_dir = runs.prepare_run_dir(args)
     if len(gpu_ids) > 1:
         net = nn.DataParallel(net, device_ids=gpu_ids)
-    start, history = restore(run_dir, net, ctx) if args.resume else (0, [])
+    start, history = checkpoints.restore(run_dir, net, ctx) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
             "torchvision": str(__import__("torchvision").__version__)}
@@ -321,7 +288,7 @@ def main(argv=None):
     if ctx.average is not None:
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
         average = recipes.finish_weight_average(ctx.average, loaders["train"], device)
-        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), unwrap(average))
+        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), checkpoints.unwrap(average))
     print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx.average is not None else ""))
     return run_dir
 

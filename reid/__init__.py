@@ -4,6 +4,7 @@
     images       which files are pictures, transforms, folder loading and checks
     files        atomic writes; YAML, JSON and CSV
     runs         the run folder model/NAME/: names, checkpoint names, saved weights
+    checkpoints  the training state saved every epoch and restored by --resume
     features     pytorch_result.mat: the one writer/reader pair
     extraction   test-time features (flip and scale averaged, L2-normalised)
     metrics      the evaluation protocol: Rank@k, mAP, mINP

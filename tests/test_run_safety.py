@@ -6,6 +6,7 @@ import pytest
 
 import model
 import train
+from reid import checkpoints
 import utils
 from conftest import run_cli
 from test_train import FAST, in_tmp, train_run  # noqa: F401  (in_tmp is a fixture)
@@ -101,7 +102,7 @@ def test_impossible_values_are_refused(flag, value, capsys):
 
 def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(prepared_market, in_tmp, monkeypatch,
                                                                           capsys):
-    saved, real_save, real_loss = [], train.save_checkpoints, train.loss_and_scores
+    saved, real_save, real_loss = [], checkpoints.save_checkpoints, train.loss_and_scores
 
     def save_and_remember(run_dir, net, epoch, *args):
         real_save(run_dir, net, epoch, *args)
@@ -112,7 +113,7 @@ def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(prepar
         loss, scores = real_loss(outputs, labels, criterion, metric)
         return (loss * float("nan") if saved else loss), scores
 
-    monkeypatch.setattr(train, "save_checkpoints", save_and_remember)
+    monkeypatch.setattr(checkpoints, "save_checkpoints", save_and_remember)
     monkeypatch.setattr(train, "loss_and_scores", exploding_after_one_epoch)
     code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "diverges", *FAST,
                                         "--total_epoch", "3"], capsys)
