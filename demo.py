@@ -3,12 +3,14 @@
 Usage:
     python demo.py --query_index 7 --test_dir data/Market/pytorch            # -> show.png
     python demo.py --query_index 7 --test_dir data/Market/pytorch --rerank --topk 5 --out q7.png
-    python demo.py --name toy_mobilenet --query_image person.jpg --gallery_dir crops/   # own photo
+    python demo.py --name toy_mobilenet --query_image me.jpg --gallery_dir crops/   # own photo -> search.png
+    python demo.py --name toy_mobilenet --gallery_dir data/Market/pytorch/gallery \
+        --query_image "$(ls data/Market/pytorch/query/*/*.jpg | head -1)"          # the same, on the toy set
     python demo.py --report --test_dir data/Market/pytorch --out report/     # HTML error analysis
 
 Reads:  pytorch_result.mat (--mat, written by test.py) and the pictures under TEST_DIR/{query,gallery},
         in the order test.py read them; for own-photo search, model/NAME/ and the pictures given.
-Writes: a PNG (--out, default show.png): the query and its top-k gallery pictures, rank numbers above,
+Writes: a PNG (--out, default show.png; own-photo search: search.png): the query and its top-k gallery pictures, rank numbers above,
         correct matches framed green, wrong ones red; junk (same person and camera, or pid -1) is
         skipped, as the evaluation does. With --report, a folder with index.html (see report.py).
 Headless: nothing needs a display.
@@ -35,7 +37,8 @@ def build_parser():
     p.add_argument("--mat", default="pytorch_result.mat", help="features written by test.py")
     p.add_argument("--rerank", action="store_true", help="rank with k-reciprocal re-ranking (default k1 20, k2 6)")
     p.add_argument("--topk", type=int, default=10, help="gallery pictures to show")
-    p.add_argument("--out", default=None, help="picture to write (default show.png), or the report folder (report/)")
+    p.add_argument("--out", default=None, help="picture to write (default show.png; own photo: search.png), "
+                                               "or the report folder (report/)")
     p.add_argument("--report", action="store_true", help="write an HTML error-analysis report instead")
     metrics.add_ap_argument(p)
     p.add_argument("--name", default=None, type=runs.run_name, help="own-photo search: the trained run under model/NAME/")
@@ -75,7 +78,8 @@ def load_run(args):
     result["gallery_paths"] = picture_paths(args.test_dir, "gallery", len(result["gallery_f"]))
     scores = None
     if args.rerank:
-        from reid.re_ranking import re_ranking
+        from reid.re_ranking import check_neighbourhood, re_ranking
+        check_neighbourhood(20, 6, len(result["gallery_f"]))
         scores = -re_ranking(result["query_f"], result["gallery_f"])
     result["scores"] = scores
     result["metrics"] = metrics.evaluate(result["query_f"], result["query_label"], result["query_cam"],
@@ -101,6 +105,17 @@ def show_query(args):
     return out
 
 
+def gallery_pictures(folder, query_image):
+    """Every picture under ``folder``, sorted: a flat folder of crops, or an ImageFolder-style tree such as
+    ROOT/pytorch/gallery (one subfolder per person). The query picture itself is left out."""
+    found = sorted(os.path.join(top, name) for top, _, names in os.walk(folder) for name in names
+                   if images.is_image_file(name))
+    gallery = [path for path in found if os.path.abspath(path) != os.path.abspath(query_image)]
+    if not gallery:
+        raise UserError(f"{folder} holds no pictures (nor its subfolders)", "put .jpg or .png person crops in it")
+    return gallery
+
+
 def search_own_photo(args):
     """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction (reid.extraction)."""
     import model as models
@@ -109,10 +124,7 @@ def search_own_photo(args):
     for path, kind in ((args.query_image, "file"), (args.gallery_dir, "folder")):
         if not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
             raise UserError(f"{path} is not a {kind}", f"pass an existing {kind}")
-    names = sorted(n for n in os.listdir(args.gallery_dir) if images.is_image_file(n))
-    if not names:
-        raise UserError(f"{args.gallery_dir} holds no pictures", "put .jpg or .png person crops in it")
-    gallery = [os.path.join(args.gallery_dir, n) for n in names]
+    gallery = gallery_pictures(args.gallery_dir, args.query_image)
     images.check_images([args.query_image] + gallery)
     device, _ = utils.select_device(args.gpu_ids)
     net, options = models.load_trained(runs.run_dir(args.name), args.which_epoch, device)
@@ -125,7 +137,7 @@ def search_own_photo(args):
                            f"{len(gallery)} pictures in {args.gallery_dir} (cosine similarity)")
     for rank, g in enumerate(order, 1):
         print(f"  {rank:>2}  {scores[g]:.4f}  {gallery[g]}")
-    out = args.out or "show.png"
+    out = args.out or "search.png"
     files.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
     print(f"wrote {out}")
     return [gallery[g] for g in order]
@@ -136,6 +148,11 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    if args.report:
+        files.output_folder(args.out or "report", "--out")
+    else:
+        picture = "search.png" if args.query_image else "show.png"
+        files.output_file(args.out or picture, "--out", picture)
     if args.query_image:
         return search_own_photo(args)
     if args.report:

@@ -3,7 +3,7 @@
 Usage:
     python evaluate_gpu.py                                   # reads ./pytorch_result.mat
     python evaluate_gpu.py --mat pytorch_result.mat --ap standard
-    python evaluate_gpu.py --multi                           # Market multi-query, reads ./multi_query.mat
+    python evaluate_gpu.py --multi                           # Market multi-query, reads multi_query.mat
     python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda_value 0.3
 
 Reads:  the .mat written by test.py (gallery_f gallery_label gallery_cam query_f query_label query_cam).
@@ -30,8 +30,9 @@ def build_parser():
     p = utils.ArgumentParser(prog="evaluate_gpu.py", description="Evaluate re-ID features (stage 5).")
     p.add_argument("--mat", default="pytorch_result.mat", help="features written by test.py")
     add_ap_argument(p)
-    p.add_argument("--multi", nargs="?", const="multi_query.mat", default=None, metavar="MAT",
-                   help="Market multi-query with the features in MAT (written by test.py --multi)")
+    p.add_argument("--multi", nargs="?", const="", default=None, metavar="MAT",
+                   help="Market multi-query with the features in MAT (written by test.py --multi; "
+                        "default: multi_query.mat beside pytorch_result.mat, else MAT-stem_multi_query.mat)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
     p.add_argument("--k1", type=int, default=20, help="re-ranking: k of the k-reciprocal neighbours")
     p.add_argument("--k2", type=int, default=6, help="re-ranking: neighbours averaged in query expansion")
@@ -46,6 +47,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1:
         parser.error("--k1 and --k2 must be >= 1 and --lambda_value within [0, 1]")
+    if args.multi == "":
+        args.multi = features.multi_query_path(args.mat)
     result = features.load_features(args.mat)
     print(f"features: {features.provenance_line(result)}")
     device, _ = utils.select_device(args.gpu_ids)

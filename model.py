@@ -26,10 +26,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from reid.files import load_yaml
+from reid.files import check_saved_kinds, load_yaml
 from reid.networks import PCB, ClassBlock, DenseNetReID, ReIDNet, ResNetReID  # noqa: F401  (course code imports them from here)
 from reid.pretrained import require_url_weights, resnet50_ibn_a, timm_backbone, torchvision_backbone
-from reid.runs import checkpoint_path
+from reid.runs import checkpoint_path, load_weights
 from utils import UserError
 
 
@@ -209,7 +209,8 @@ def trained_options(run_dir, overrides=None):
     Returns (options, the saved mapping).
     """
     overrides = overrides or {}
-    saved = load_yaml(os.path.join(run_dir, "opts.yaml"), f"train.py --name {os.path.basename(run_dir)}")
+    path = os.path.join(run_dir, "opts.yaml")
+    saved = load_yaml(path, f"train.py --name {os.path.basename(run_dir)}")
     options = {key: saved.get(key, option.default) for key, option in HEAD_OPTIONS.items()}
     options.update({key: value for key, value in overrides.items() if key in HEAD_OPTIONS})
     options["backbone"] = (overrides.get("backbone") or saved.get("backbone") or backbone_from_legacy(saved)
@@ -217,6 +218,10 @@ def trained_options(run_dir, overrides=None):
     if "nclasses" not in saved:
         raise UserError(f"{run_dir}/opts.yaml has no nclasses", "add the number of training identities to it")
     options["nclasses"] = saved["nclasses"]
+    expected = {key: (option.kind, option.choices) for key, option in HEAD_OPTIONS.items()}
+    check_saved_kinds(path, {**saved, **options}, {**expected, "backbone": (str, None), "nclasses": (int, None)})
+    if options["nclasses"] < 1:
+        raise UserError(f"{path}: nclasses is {options['nclasses']}", "set it to the number of training identities")
     get_backbone(options["backbone"])
     return options, saved
 
@@ -230,7 +235,7 @@ def load_trained(run_dir, which_epoch, device, overrides=None):
     path = checkpoint_path(run_dir, str(which_epoch))
     net = build_model(options["backbone"], options["nclasses"], pretrained=False,
                       **{key: options[key] for key in HEAD_OPTIONS})
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path, "pass another --which_epoch, or train again (python train.py --help)")
     if state and all(key.startswith("module.") for key in state):   # saved from a DataParallel wrapper
         state = {key[len("module."):]: value for key, value in state.items()}
     try:

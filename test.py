@@ -9,7 +9,8 @@ Reads:  model/NAME/opts.yaml and model/NAME/net_<epoch>.pth (written by train.py
         original train.py), and TEST_DIR/{query,gallery[,multi-query]}/<pid>/*.jpg (written by prepare.py).
 Writes: pytorch_result.mat (--output): gallery_f float32 [Ng, D], gallery_label / gallery_cam int64 [1, Ng],
         query_f, query_label, query_cam, and provenance (model_name, which_epoch, opts, created, run_id);
-        with --multi also multi_query.mat (mquery_f mquery_label mquery_cam) beside it, before evaluating;
+        with --multi also the multi-query features (mquery_f mquery_label mquery_cam) beside it:
+        multi_query.mat for the default --output, else OUTPUT_multi_query.mat; then evaluates;
         appends the scores to model/NAME/result.txt.
 The model is rebuilt through model.py's registry from: defaults <- opts.yaml <- flags typed here.
 A feature is the head's bottleneck output summed over the picture and its mirror image (and the
@@ -29,8 +30,8 @@ import torch
 
 import model as models
 import utils
-from reid import datasets, extraction, images, metrics, runs
-from reid.features import FEATURES_FORMAT, load_features, save_features
+from reid import datasets, extraction, files, images, metrics, runs
+from reid.features import FEATURES_FORMAT, load_features, multi_query_path, save_features
 from utils import UserError
 
 
@@ -89,6 +90,7 @@ def main(argv=None):
     scales = extraction.parse_scales(args.ms)
     if args.batchsize < 1 or args.num_workers < 0:
         parser.error("--batchsize must be at least 1 and --num_workers at least 0")
+    files.output_file(args.output, "--output", "pytorch_result.mat")   # before any work, not after the features are extracted
     run_dir, overrides = runs.run_dir(args.name), model_overrides(parser, argv)
     options, saved = models.trained_options(run_dir, overrides)
     spec = models.get_backbone(options["backbone"])
@@ -108,7 +110,7 @@ def main(argv=None):
     save_features(args.output, arrays, provenance)
     multi_path = None
     if args.multi:
-        multi_path = os.path.join(os.path.dirname(args.output) or ".", "multi_query.mat")
+        multi_path = multi_query_path(args.output)
         save_features(multi_path, {"mquery_f": features["multi-query"], "mquery_label": data["multi-query"][1],
                                          "mquery_cam": data["multi-query"][2]}, provenance)
     print(f"wrote {args.output}: {len(features['query'])} queries, {len(features['gallery'])} gallery pictures, "

@@ -37,7 +37,7 @@ from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
 
-RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite"}  # may change on --resume
+RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name"}  # may change on --resume
 LEGACY_FLAGS = models.LEGACY_FLAGS
 
 
@@ -86,8 +86,9 @@ def resolve_options(parser, argv):
         parser.error("--resume continues a run and --overwrite deletes it: pass one of them")
     check_ranges(parser, args)
     if args.resume:
-        saved = files.load_yaml(os.path.join(runs.run_dir(args.name), "opts.yaml"),
-                                "train.py (this run never started: drop --resume)")
+        path = os.path.join(runs.run_dir(args.name), "opts.yaml")
+        saved = files.load_yaml(path, "train.py (this run never started: drop --resume)")
+        files.check_saved_kinds(path, saved, utils.parser_kinds(parser))
         clashes = [k for k, v in typed.items() if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v]
         if clashes:
             parser.error(f"--resume keeps the run's options; drop --{', --'.join(clashes)} or start a new --name")
@@ -273,7 +274,7 @@ def main(argv=None):
     run_dir = runs.prepare_run_dir(args)
     if len(gpu_ids) > 1:
         net = nn.DataParallel(net, device_ids=gpu_ids)
-    start, history = checkpoints.restore(run_dir, net, ctx) if args.resume else (0, [])
+    start, history = checkpoints.restore(run_dir, net, ctx, args.nclasses) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
             "torchvision": str(__import__("torchvision").__version__)}

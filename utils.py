@@ -149,12 +149,6 @@ def seed_worker(worker_id):
     random.seed(worker_seed)
 
 
-# --- the two benchmark naming rules ---------------------------------------------------------------
-
-
-# --- run folders: atomic files, options, checkpoint names -----------------------------------------
-
-
 def explicit_options(parser, argv):
     """The options the user actually typed (not defaults), as a dict: they win over a saved opts.yaml."""
 
@@ -168,9 +162,41 @@ def explicit_options(parser, argv):
             action.default = defaults[action.dest]
 
 
-# --- pictures in, tensors out: shared by train.py and test.py -------------------------------------
+KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
-# --- pytorch_result.mat: the one writer/reader pair -------------------------------------------------
+def has_kind(value, kind):
+    """Whether ``value`` (read from YAML) is what argparse would have made of a flag of ``kind``."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float):
+        return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
+def wrong_kinds(saved, expected):
+    """``saved`` values that do not have the kind (and choices) in ``expected``: {key: (kind, choices)};
+    one readable clause per problem, e.g. "total_epoch is '3' (text), not a whole number"."""
+    problems = []
+    for key, (kind, choices) in expected.items():
+        if key not in saved or saved[key] is None:
+            continue
+        value = saved[key]
+        if not has_kind(value, kind):
+            problems.append(f"{key} is {value!r} ({type(value).__name__}), not {KIND_WORDS[kind]}")
+        elif choices and value not in choices:
+            problems.append(f"{key} is {value!r}, not one of {', '.join(map(str, choices))}")
+    return problems
+
+
+def parser_kinds(parser):
+    """{dest: (kind, choices)} of a parser's single-valued options: the kinds a saved opts.yaml must keep."""
+    kinds = {}
+    for action in parser._actions:
+        if action.dest == "help" or action.nargs not in (None, "?", 0):
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            kinds[action.dest] = (bool, None)
+        else:
+            kinds[action.dest] = (action.type if action.type in (int, float) else str, action.choices)
+    return kinds

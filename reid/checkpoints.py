@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from reid import files, runs
+from utils import UserError
 
 
 STATE = "state_last.pth"
@@ -13,28 +14,50 @@ STATE = "state_last.pth"
 
 def save_checkpoints(run_dir, net, epoch, args, history, ctx):
     """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
-    weights = runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("last")), unwrap(net))
+    resume = f"then continue with python train.py --name {os.path.basename(run_dir)} --resume"
+    weights = runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("last")), unwrap(net), resume)
     if epoch % 10 == 0:
-        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name(epoch)), unwrap(net))
+        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name(epoch)), unwrap(net), resume)
     state = {"epoch": epoch, "model": weights, "optimizer": ctx.optimizer.state_dict(),
              "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
              "history": history, "rng": runs.rng_states(),
              "metric": ctx.metric.state_dict() if ctx.metric is not None else {},
              "average": ctx.average.state_dict() if ctx.average is not None else {}}
-    files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp))
+    files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp),
+                       again=resume)
 
 
-def restore(run_dir, net, ctx):
-    """Load state_last.pth into the model, optimizer, scheduler and scaler; returns (epoch, history)."""
+STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "history", "rng", "metric", "average")
+
+
+def restore(run_dir, net, ctx, nclasses):
+    """Load state_last.pth into the model, optimizer, scheduler and scaler; returns (epoch, history).
+
+    A damaged file, or one that does not fit the network built now (another number of identities),
+    is one line before anything is changed.
+    """
     path = os.path.join(run_dir, STATE)
     if not os.path.isfile(path):
         print(f"{path} does not exist (stopped during the first epoch): starting from epoch 1")
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    unwrap(net).load_state_dict(state["model"])
-    for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
-        if getattr(ctx, key) is not None:
-            getattr(ctx, key).load_state_dict(state[key])
+    again = "train a new --name (test.py still reads this run's net_*.pth), or start it again with --overwrite"
+    saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py")
+    if saved.get("nclasses", nclasses) != nclasses:
+        raise UserError(f"{run_dir} was trained on {saved['nclasses']} identities (--data_dir "
+                        f"{saved.get('data_dir', '?')}), but the training folder given now holds {nclasses}",
+                        "resume with the dataset it was trained on, or train a new --name")
+    state = runs.load_weights(path, again)
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)} (not written by this train.py)", again)
+    try:
+        unwrap(net).load_state_dict(state["model"])
+        for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
+            if getattr(ctx, key) is not None:
+                getattr(ctx, key).load_state_dict(state[key])
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise UserError(f"{path} does not fit the network and options of this run ({first})", again) from None
     torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"], state["history"]
 

@@ -10,7 +10,12 @@ from utils import UserError
 
 @torch.inference_mode()
 def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features"):
-    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU)."""
+    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU).
+
+    ``scales`` are layumi's ``--ms`` values: area scales, so each side is resized by sqrt(scale). One
+    difference is kept on purpose: every scale resizes the original picture, where layumi's loop resizes
+    the previous scale's result (the same for ``--ms 1,1.1``; with three or more scales ours are as typed).
+    """
     loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
     use_amp = amp_dtype is not None and device.type == "cuda"
@@ -20,14 +25,21 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
             images = images.to(device, non_blocking=True)
             total = 0
             for view in (images, images.flip(3)):
-                for scale in scales:
-                    scaled = view if scale == 1 else F.interpolate(view, scale_factor=scale, mode="bicubic",
-                                                                   align_corners=False)
+                for scale in scales:   # an area scale, as in layumi's test.py: each side times sqrt(scale)
+                    scaled = view if scale == 1 else F.interpolate(view, scale_factor=math.sqrt(scale),
+                                                                   mode="bicubic", align_corners=False)
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                         total = total + net.features(scaled).float()
             chunks.append(normalise(total).cpu())
             bar.update(len(images))
-    return torch.cat(chunks)
+    features = torch.cat(chunks)
+    broken = int((~torch.isfinite(features).all(1)).sum())
+    if broken:
+        raise UserError(f"the model gives non-finite features (nan or inf) for {broken} of {len(features)} "
+                        f"{desc} pictures: its weights diverged in training, so nothing was written",
+                        "train again with a smaller --lr (train.jpg shows where the loss exploded), "
+                        "or pass an earlier --which_epoch")
+    return features
 
 
 def normalise(features):

@@ -27,11 +27,32 @@ def save_features(path, arrays, provenance):
     atomic_write(path, lambda temporary: scipy.io.savemat(temporary, data))
 
 
+def multi_query_path(output):
+    """Where test.py --multi writes the multi-query features for ``--output``: layumi's multi_query.mat
+    beside the default pytorch_result.mat, else ``<stem>_multi_query.mat`` beside OUTPUT."""
+    folder, name = os.path.split(output)
+    if name == "pytorch_result.mat":
+        return os.path.join(folder, "multi_query.mat")
+    return os.path.join(folder, f"{os.path.splitext(name)[0]}_multi_query.mat")
+
+
 def _as_text(value):
     import numpy as np
 
     value = np.asarray(value).ravel()
     return str(value[0]) if value.size else ""
+
+
+def _numbers(raw, key, dtype, path, maker):
+    """``raw[key]`` as a ``dtype`` array; text or other non-numbers are one line."""
+    import numpy as np
+
+    value = np.asarray(raw[key])
+    if value.dtype.kind not in "biuf" or (np.dtype(dtype).kind in "iu" and value.dtype.kind == "f"
+                                           and not np.all(np.mod(value, 1) == 0)):
+        raise UserError(f"{path}: {key} holds {value.dtype.name} values, not {np.dtype(dtype).name} numbers",
+                        f"write it again with python {maker}")
+    return value.astype(dtype)
 
 
 def load_features(path, multi=False, like=None):
@@ -48,7 +69,8 @@ def load_features(path, multi=False, like=None):
         raise UserError(f"{path} does not exist", f"write it with python {maker}")
     try:
         raw = scipy.io.loadmat(path)
-    except (ValueError, OSError, TypeError, NotImplementedError, IndexError) as err:   # scipy's errors on junk
+    except (ValueError, OSError, TypeError, NotImplementedError, IndexError,
+            scipy.io.matlab.MatReadError) as err:   # scipy's errors on junk and on a cut-short file
         raise UserError(f"{path} is not a readable .mat file ({err.__class__.__name__})", f"write it again with python {maker}") from None
     keys = MULTI_KEYS if multi else FEATURE_KEYS
     missing = [key for key in keys if key not in raw]
@@ -56,8 +78,11 @@ def load_features(path, multi=False, like=None):
         raise UserError(f"{path} lacks {', '.join(missing)}", f"write it with python {maker}")
     result = {key: _as_text(raw[key]) for key in PROVENANCE_KEYS if key in raw}
     for prefix in (("mquery",) if multi else ("query", "gallery")):
-        features = np.asarray(raw[f"{prefix}_f"], dtype=np.float32)
-        labels, cams = (np.asarray(raw[f"{prefix}_{k}"]).ravel().astype(np.int64) for k in ("label", "cam"))
+        features = _numbers(raw, f"{prefix}_f", np.float32, path, maker)
+        labels, cams = (_numbers(raw, f"{prefix}_{k}", np.int64, path, maker).ravel() for k in ("label", "cam"))
+        if not len(labels):
+            raise UserError(f"{path}: the {prefix} set is empty", f"check TEST_DIR/{prefix.replace('mquery', 'multi-query')}"
+                            f" holds pictures, then write it again with python {maker}")
         if features.ndim != 2 or not len(features) == len(labels) == len(cams):
             raise UserError(f"{path}: {prefix}_f is {features.shape} but there are {len(labels)} labels and "
                             f"{len(cams)} cameras", f"write it again with python {maker}")

@@ -1,18 +1,57 @@
 """Files written so that a crash never leaves half of one, and the small text formats (YAML, JSON, CSV)."""
+import errno
 import os
 
-from utils import UserError
+from utils import UserError, wrong_kinds
 
 
-def atomic_write(path, write):
-    """Call ``write(temporary_path)``, then rename it onto ``path``: a crash never leaves half a file."""
+WRITE_FIXES = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (your quota is full)",
+               errno.EACCES: "make the folder writable", errno.EROFS: "write to a disk that is not read-only"}
+
+
+def atomic_write(path, write, again="then run the command again"):
+    """Call ``write(temporary_path)``, then rename it onto ``path``: a crash never leaves half a file.
+
+    A failed write (a full disk, a folder that refuses writing) is one line saying that the previous
+    ``path`` is untouched; ``again`` says how to go on once the cause is fixed.
+    """
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         write(temporary)
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as err:   # torch.save reports a failed write as a RuntimeError
+        if isinstance(err, RuntimeError) and not any(w in str(err) for w in ("inline_container", "write")):
+            raise
+        code = err.errno if isinstance(err, OSError) else errno.ENOSPC   # torch's failed write: most likely space
+        kept = f"the previous {os.path.basename(path)} is intact" if os.path.isfile(path) else "nothing was written"
+        cause = os.strerror(code) if code else "the write failed"
+        raise UserError(f"could not write {path} ({cause}); {kept}", f"{WRITE_FIXES.get(code, 'check the path')}, {again}") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def output_file(path, flag, example):
+    """Check an output file's path before any work: refuse a folder in its place or a file where one of
+    its folders should be; create missing folders (saying so). ``example``: a file name to suggest."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder", f"pass a file name, e.g. {flag} {os.path.join(path, example)}")
+    output_folder(os.path.dirname(path), f"{flag} {path}")
+    return path
+
+
+def output_folder(folder, flag):
+    """Make sure ``folder`` (for ``flag``) is a folder: create it when missing; refuse when a file is in the way."""
+    if not folder or os.path.isdir(folder):
+        return folder
+    blocker = folder
+    while blocker and not os.path.exists(blocker):
+        blocker = os.path.dirname(blocker)
+    if blocker and not os.path.isdir(blocker):
+        raise UserError(f"{flag}: {blocker} is a file, not a folder", f"choose another {flag.split()[0]} or move {blocker}")
+    os.makedirs(folder)
+    print(f"created folder {folder}")
+    return folder
 
 
 def save_yaml(path, data):
@@ -38,6 +77,17 @@ def load_yaml(path, made_by):
     if not isinstance(data, dict):
         raise UserError(f"{path} does not hold a mapping of options", f"re-create it with {made_by}")
     return data
+
+
+def check_saved_kinds(path, saved, expected):
+    """One line naming every hand-edited value of a saved options file that has the wrong kind.
+
+    ``expected`` is {key: (kind, choices)}, e.g. ``utils.parser_kinds(parser)``: the same types the flags have.
+    """
+    problems = wrong_kinds(saved, expected)
+    if problems:
+        raise UserError(f"{path}: {'; '.join(problems)}",
+                        "correct it (numbers without quotes, true/false for switches), or train again")
 
 
 def read_json(path):

@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from utils import UserError
+
 BLOCK_ELEMENTS = 2 ** 24   # rows x N distances held at once
 
 
@@ -127,6 +129,17 @@ def jaccard_blocks(query_rows, gallery_columns, n_gallery, budget=2 ** 23):
             start, used = row, 0.0
         used += row_cost
     return blocks + [(start, len(cost))]
+
+
+def check_neighbourhood(k1, k2, gallery_size):
+    """The k1/k2 a gallery of ``gallery_size`` pictures can take: one line naming what to pass otherwise."""
+    if k1 >= gallery_size:
+        raise UserError(f"--k1 {k1} is not smaller than the {gallery_size} gallery pictures, so every picture "
+                        f"would be everyone's neighbour", f"pass --k1 {max(1, min(20, gallery_size - 1))} or less "
+                        "(the paper's 20 suits Market-1501)")
+    if k2 > k1 + 1:
+        raise UserError(f"--k2 {k2} is larger than --k1 + 1 ({k1 + 1}): query expansion reads only k1 + 1 "
+                        "neighbours", f"pass --k2 {min(6, k1 + 1)} or raise --k1")
 
 
 def re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3, device="cpu"):

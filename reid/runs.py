@@ -53,13 +53,37 @@ def checkpoint_name(epoch):
     return f"net_{int(epoch):03d}.pth"
 
 
-def save_weights(path, module):
+def save_weights(path, module, again="then run the command again"):
     """A module's state_dict as CPU tensors, written atomically (loads with ``weights_only=True``)."""
     import torch
 
     weights = {key: value.detach().cpu() for key, value in module.state_dict().items()}
-    atomic_write(path, lambda temporary: torch.save(weights, temporary))
+    atomic_write(path, lambda temporary: torch.save(weights, temporary), again)
     return weights
+
+
+def load_weights(path, fix):
+    """``torch.load(path, weights_only=True)`` of a mapping, with one line for each way a file that users
+    can copy, truncate or replace goes wrong: empty, cut short or not a checkpoint, or holding Python
+    objects (which could run code while loading, so they are refused). ``fix`` says how to get a good one."""
+    import pickle
+
+    import torch
+
+    if os.path.getsize(path) == 0:
+        raise UserError(f"{path} is empty (0 bytes)", fix)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise UserError(f"{path} holds Python objects besides tensors; loading those can run arbitrary code, "
+                            "so it is refused", f"use a checkpoint that holds only a state_dict: {fix}") from None
+        raise UserError(f"{path} is damaged (not a PyTorch checkpoint)", fix) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:   # torch's errors on a cut-short zip
+        raise UserError(f"{path} is damaged or cut short ({err.__class__.__name__})", fix) from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state_dict", fix)
+    return state
 
 
 def rng_states():

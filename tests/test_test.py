@@ -10,6 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
+import evaluate_gpu
 import model
 import test as stage4
 from reid import extraction, features, images
@@ -44,13 +45,16 @@ def test_writes_layumis_mat_and_scores(workdir, prepared_market, capsys):
     assert "Rank@1:" in (workdir / "model/toy/result.txt").read_text()
 
 
-def test_multi_query_file_written_with_the_same_provenance(workdir, prepared_market, capsys):
-    os.makedirs(workdir / "out")
+def test_multi_query_file_named_by_output_with_the_same_provenance(workdir, prepared_market, capsys):
+    """--output names both files (its missing folder is created first); nothing lands in the current folder."""
     code, out, _ = run_test(prepared_market, capsys, "--multi", "--output", workdir / "out" / "result.mat")
-    assert code == 0 and "multi-query" in out
-    main, multi = (features.load_features(str(workdir / "out" / name), multi=name.startswith("multi"))
-                   for name in ("result.mat", "multi_query.mat"))
+    assert code == 0 and "multi-query" in out and f"created folder {workdir / 'out'}" in out
+    main, multi = (features.load_features(str(workdir / "out" / name), multi=name != "result.mat")
+                   for name in ("result.mat", "result_multi_query.mat"))
     assert main["run_id"] == multi["run_id"] and len(multi["mquery_f"]) >= len(main["query_f"])
+    assert not (workdir / "multi_query.mat").exists() and not (workdir / "out" / "multi_query.mat").exists()
+    evaluated = evaluate_gpu.main(["--mat", str(workdir / "out" / "result.mat"), "--multi", "--gpu_ids", "-1"])
+    assert evaluated.num_queries == len(main["query_f"])
 
 
 @pytest.mark.parametrize("epoch", ["last", "10", "010"])
@@ -90,6 +94,25 @@ def test_flip_and_scales_are_summed(tmp_path):
     assert torch.allclose(single.norm(dim=1), torch.ones(2))
     two_scales = extraction.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2, scales=(1.0, 1.0))
     assert torch.allclose(two_scales, single, atol=1e-6)   # equal scales sum to the same direction
+
+
+def test_ms_is_an_area_scale_like_layumis(tmp_path):
+    """--ms 1,4 looks at the picture at its size and at twice each side (sqrt 4), as layumi's test.py does;
+    a third scale resizes the original picture, not the previous result."""
+    class SizeRecorder(torch.nn.Module):
+        sizes = []
+
+        def features(self, x):
+            self.sizes.append(tuple(x.shape[2:]))
+            return x.mean(dim=(1, 2))[:, :4]
+
+    folder = tmp_path / "split" / "0001"
+    os.makedirs(folder)
+    Image.fromarray(np.full((16, 8, 3), 90, dtype=np.uint8)).save(folder / "a.png")
+    dataset = images.image_folder(str(tmp_path / "split"), images.image_transforms((16, 8)))
+    net = SizeRecorder()
+    extraction.extract_features(net, dataset, torch.device("cpu"), 1, scales=extraction.parse_scales("1,4,2.25"))
+    assert net.sizes[:3] == [(16, 8), (32, 16), (24, 12)]
 
 
 def test_pcb_feature_normalises_each_stripe():
