@@ -36,13 +36,13 @@ from tqdm import tqdm
 
 import utils
 from reid import files
-from reid.datasets import BENCHMARKS, TOY_MANIFEST, NameRuleError
+from reid.datasets import BENCHMARKS, PREPARED_MANIFEST, TOY_MANIFEST, NameRuleError
 from reid.images import is_image_file
 from utils import UserError, cli_main
 
-MANIFEST = "prepare_manifest.json"
+MANIFEST = PREPARED_MANIFEST
 FORMAT_VERSION = 1
-OUTPUT, PARTIAL, OLD = "pytorch", ".pytorch.partial", ".pytorch.old"
+OUTPUT, PARTIAL, OLD, LOCK = "pytorch", ".pytorch.partial", ".pytorch.old", ".pytorch.lock"
 
 
 SPLIT_ORIGIN = {"train_all": "bounding_box_train", "train": "train_all minus val",
@@ -102,12 +102,13 @@ def scan_folder(root, folder, spec):
         except NameRuleError:
             bad.append(name)
     if bad:
-        for other in (b for b in BENCHMARKS.values() if b is not spec and all(_parses(name, b) for name in bad)):
+        others = [b for b in BENCHMARKS.values() if b is not spec and all(_parses(name, b) for name in bad)]
+        for other in others if len(bad) > len(parsed) else ():   # a few odd names among many good ones are strays
             raise UserError(f"{path} holds {other.title} file names (e.g. {bad[0]}), not {spec.title} ones",
                             f"run python {other.script} --download_path {root}")
         raise UserError(f"{len(bad)} file(s) in {path} break the {spec.title} naming rule {spec.rule}: "
                         f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}",
-                        "remove or rename them (the source is never changed by this script)")
+                        "move them out of that folder (this script never changes the source)")
     if not parsed:
         raise UserError(f"{path} holds no images", f"check the download is complete; {spec.download_hint}")
     return [Entry(os.path.join(path, p.filename), p.label, p.filename) for p in parsed]
@@ -152,19 +153,30 @@ def split_counts(splits):
     return {split: [len(entries), len({e.label for e in entries})] for split, entries in splits.items()}
 
 
+def remove_leftovers(root):
+    """Delete what an interrupted run left beside pytorch/ (its half-built tree, the tree it was replacing)."""
+    for name in (PARTIAL, OLD):
+        folder = os.path.join(root, name)
+        if os.path.lexists(folder):
+            shutil.rmtree(folder)
+            print(f"removed {folder}, left by an interrupted run")
+
+
 def build_tree(root, splits, link, manifest):
     """Place every file into ROOT/.pytorch.partial, then swap it in for ROOT/pytorch."""
     partial, output, old = (os.path.join(root, name) for name in (PARTIAL, OUTPUT, OLD))
-    shutil.rmtree(partial, ignore_errors=True)   # left by an interrupted run
-    shutil.rmtree(old, ignore_errors=True)
     total = sum(len(entries) for entries in splits.values())
-    with tqdm(total=total, desc=f"{link:>8}", unit="img") as progress:
-        for split, entries in splits.items():
-            for label in sorted({entry.label for entry in entries}):
-                os.makedirs(os.path.join(partial, split, label))
-            for entry in entries:
-                LINKERS[link](entry.source, os.path.join(partial, split, entry.label, entry.filename))
-                progress.update()
+    try:
+        with tqdm(total=total, desc=f"{link:>8}", unit="img") as progress:
+            for split, entries in splits.items():
+                for label in sorted({entry.label for entry in entries}):
+                    os.makedirs(os.path.join(partial, split, label))
+                for entry in entries:
+                    LINKERS[link](entry.source, os.path.join(partial, split, entry.label, entry.filename))
+                    progress.update()
+    except BaseException:   # Ctrl-C or a failed copy: leave nothing half-built (kill -9: the next run cleans up)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     with open(os.path.join(partial, MANIFEST), "w") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
     if os.path.exists(output):
@@ -203,17 +215,37 @@ def run(argv, benchmark):
     root = os.path.normpath(args.download_path)
     check_layout(root, spec)
     splits = plan_splits(root, spec)
-    counts = split_counts(splits)
     if "multi-query" not in splits and spec.gt_bbox:
         print(f"note: {root} has no gt_bbox/: multi-query is not written")
     manifest = {"benchmark": spec.title, "link": args.link, "format_version": FORMAT_VERSION,
-                "source_digest": source_digest(splits, args.link), "splits": counts}
+                "source_digest": source_digest(splits, args.link), "splits": split_counts(splits)}
     output = os.path.join(root, OUTPUT)
-    previous = files.read_json(os.path.join(output, MANIFEST))
-    if previous == manifest and not args.force:
-        print(counts_table(counts))
-        print(f"{output} is already up to date for this source; nothing to do (--force rebuilds it)")
+    try:
+        with files.exclusive_lock(os.path.join(root, LOCK), output):
+            return place_files(root, spec, args, splits, manifest)
+    except PermissionError as err:
+        if up_to_date(output, manifest, args):   # a read-only, already prepared dataset is fine
+            return output
+        raise UserError(f"cannot write under {root}: {err.strerror} ({err.filename})",
+                        "make the dataset folder writable, or prepare a writable copy of it") from None
+
+
+def up_to_date(output, manifest, args):
+    """True (and the table printed) when pytorch/ was built from this very source and --force is not given."""
+    if args.force or files.read_json(os.path.join(output, MANIFEST)) != manifest:
+        return False
+    print(counts_table(manifest["splits"]))
+    print(f"{output} is already up to date for this source; nothing to do (--force rebuilds it)")
+    return True
+
+
+def place_files(root, spec, args, splits, manifest):
+    """Under the lock: clean up, skip when up to date, else build pytorch/ and print the table."""
+    output, counts = os.path.join(root, OUTPUT), manifest["splits"]
+    remove_leftovers(root)
+    if up_to_date(output, manifest, args):
         return output
+    previous = files.read_json(os.path.join(output, MANIFEST))
     if os.path.exists(output):
         reason = "--force" if previous == manifest else ("its source or --link changed" if previous
                                                           else "it is incomplete or made by another tool")

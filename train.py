@@ -37,7 +37,8 @@ from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
 
-RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name"}  # may change on --resume
+# may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
+RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch"}
 LEGACY_FLAGS = models.LEGACY_FLAGS
 
 
@@ -274,13 +275,13 @@ def main(argv=None):
     run_dir = runs.prepare_run_dir(args)
     if len(gpu_ids) > 1:
         net = nn.DataParallel(net, device_ids=gpu_ids)
-    start, history = checkpoints.restore(run_dir, net, ctx, args.nclasses) if args.resume else (0, [])
+    start, history = checkpoints.restore(run_dir, net, ctx, args) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
             "torchvision": str(__import__("torchvision").__version__)}
     files.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
     if start >= args.total_epoch:
-        print(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do")
+        print(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do (add --total_epoch N to extend it)")
         return run_dir
     print(f"{args.backbone} on {device}: {len(train_set)} training pictures of {len(train_set.classes)} "
           f"identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")

@@ -5,7 +5,7 @@ import os
 import torch
 from torch import nn
 
-from reid import files, runs
+from reid import files, recipes, runs
 from utils import UserError
 
 
@@ -30,12 +30,13 @@ def save_checkpoints(run_dir, net, epoch, args, history, ctx):
 STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "history", "rng", "metric", "average")
 
 
-def restore(run_dir, net, ctx, nclasses):
+def restore(run_dir, net, ctx, args):
     """Load state_last.pth into the model, optimizer, scheduler and scaler; returns (epoch, history).
 
     A damaged file, or one that does not fit the network built now (another number of identities),
-    is one line before anything is changed.
+    is one line before anything is changed. A new --total_epoch recomputes the schedule for it.
     """
+    nclasses = args.nclasses
     path = os.path.join(run_dir, STATE)
     if not os.path.isfile(path):
         print(f"{path} does not exist (stopped during the first epoch): starting from epoch 1")
@@ -59,6 +60,10 @@ def restore(run_dir, net, ctx, nclasses):
         first = str(err).strip().splitlines()[-1].strip()
         raise UserError(f"{path} does not fit the network and options of this run ({first})", again) from None
     torch.set_rng_state(state["rng"]["torch"])
+    if saved.get("total_epoch", args.total_epoch) != args.total_epoch:
+        ctx.scheduler = recipes.build_scheduler(ctx.optimizer, args, done=state["epoch"])
+        print(f"{run_dir}: --total_epoch {saved['total_epoch']} -> {args.total_epoch}; the learning-rate schedule "
+              f"is recomputed for {args.total_epoch} epochs (lr now {ctx.optimizer.param_groups[-1]['lr']:.4g})")
     return state["epoch"], state["history"]
 
 

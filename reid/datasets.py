@@ -146,3 +146,28 @@ BENCHMARKS = {
         folder="DukeMTMC-reID", cameras=8, max_pid=7140, gt_bbox=False, distractors="identities", toy_name=_duke_name),
 }
 NAME_PARSERS = {key: benchmark.parse for key, benchmark in BENCHMARKS.items()}
+
+PREPARED_MANIFEST = "prepare_manifest.json"   # prepare.py's record in ROOT/pytorch/ of what it built
+
+
+def source_picture(path):
+    """The source file that prepare.py placed at ROOT/pytorch/<split>/<pid>/<name>, and its Benchmark:
+    (source, benchmark), or None for a picture that does not come from a prepared tree.
+
+    An error about a broken picture names this file, since fixing the copy would not last: the next
+    prepare.py run copies the source again.
+    """
+    from reid.files import read_json
+
+    split_dir = os.path.dirname(os.path.dirname(os.path.normpath(path)))
+    manifest = read_json(os.path.join(os.path.dirname(split_dir) or ".", PREPARED_MANIFEST))
+    if not isinstance(manifest, dict):
+        return None
+    benchmark = next((b for b in BENCHMARKS.values() if b.title == manifest.get("benchmark")), None)
+    split = os.path.basename(split_dir)
+    folder = dict((out, source) for out, source, _ in benchmark.sources).get(
+        "train_all" if split in ("train", "val") else split) if benchmark else None
+    if folder is None:
+        return None
+    source = os.path.join(os.path.dirname(os.path.dirname(split_dir)), folder, os.path.basename(path))
+    return (source, benchmark) if os.path.isfile(source) else None

@@ -1,4 +1,5 @@
 """Files written so that a crash never leaves half of one, and the small text formats (YAML, JSON, CSV)."""
+import contextlib
 import errno
 import os
 
@@ -52,6 +53,40 @@ def output_folder(folder, flag):
     os.makedirs(folder)
     print(f"created folder {folder}")
     return folder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path, what):
+    """Hold the lock file ``path`` while the block runs, so that two runs cannot write ``what`` at once.
+
+    The operating system drops the lock when the process dies (kill -9 included), so a crashed run
+    never blocks the next one; the file itself is removed on the way out.
+    """
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: no locking
+        yield
+        return
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise UserError(f"another run (process {holder}) is writing {what} right now",
+                            "wait for it to finish, then run this command again") from None
+        if not os.path.exists(path) or os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino:
+            raise UserError(f"another run has just finished writing {what}", "run this command again")
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            os.remove(path)
+    finally:
+        handle.close()
 
 
 def save_yaml(path, data):

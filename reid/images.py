@@ -23,8 +23,20 @@ def check_images(paths):
             with Image.open(path) as image:
                 image.load()
         except (OSError, SyntaxError, ValueError) as err:
-            raise UserError(f"cannot read image {path} ({err})",
-                            "remove or replace the file, then run prepare.py again with --force") from None
+            raise unreadable(path, err) from None
+
+
+def unreadable(path, err):
+    """The error for a picture that does not decode: it names the source file when prepare.py placed it."""
+    from reid.datasets import source_picture
+
+    origin = source_picture(path)
+    if origin is None:
+        return UserError(f"cannot read image {path} ({err})", "remove or replace that file")
+    source, benchmark = origin
+    root = os.path.dirname(os.path.dirname(source))
+    return UserError(f"cannot read image {source} ({err}); {path} is its copy",
+                     f"replace or remove {source}, then run python {benchmark.script} --download_path {root} --force")
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -5,6 +5,8 @@ sampler, train.py's flags for the metric losses (``reid.losses.LOSSES``), the Bo
 K-1 positives (a random batch of 32 from 751 people has almost none), and uses every identity in
 every epoch.
 """
+import warnings
+
 import torch
 
 from reid.losses import LOSSES, chosen_losses
@@ -150,11 +152,23 @@ def build_optimizer(net, args, metric=None):
     if metric is not None:   # first, so that param_groups[-1] stays the head (its lr is the one printed)
         groups = metric.parameter_groups(args.lr, args.center_lr) + groups
     optimizer = torch.optim.SGD(groups, weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
+    return optimizer, build_scheduler(optimizer, args)
+
+
+def build_scheduler(optimizer, args, done=0):
+    """Cosine decay (--cosine) or x0.1 at 2/3 of --total_epoch, ``done`` epochs on: a finished run that
+    --resume --total_epoch extends gets the schedule of its new length from where it stands."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("initial_lr", group["lr"])
     if args.cosine:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.total_epoch, eta_min=0.01 * args.lr)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, max(1, args.total_epoch * 2 // 3), gamma=0.1)
-    return optimizer, scheduler
+    with warnings.catch_warnings():   # stepping without optimizer.step() is the point here
+        warnings.simplefilter("ignore")
+        for _ in range(done):
+            scheduler.step()
+    return scheduler
 
 
 def warm_schedule(args, epoch, steps_per_epoch):
