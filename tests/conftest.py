@@ -21,6 +21,24 @@ def list_images(folder):
     return sorted(name for name in os.listdir(folder) if is_image_file(name))
 
 
+def snapshot(folder):
+    """Every file and folder under ``folder`` with its size and modification time."""
+    found = {}
+    for parent, folders, files in os.walk(folder):
+        for name in folders + files:
+            path = os.path.join(parent, name)
+            info = os.lstat(path)
+            found[os.path.relpath(path, folder)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def one_error_line(err):
+    """The single ``error: …`` line a stage printed on stderr (fails when there is more, or a traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
 def make_toy(folder, dataset, *extra):
     """Generate a toy dataset into ``folder``; returns its root (e.g. folder/Market)."""
     return toy_data.main(["--out", str(folder), "--dataset", dataset, *SMALL, *extra])

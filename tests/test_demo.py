@@ -112,6 +112,22 @@ def test_own_photo_search_finds_the_copied_picture(trained_workdir, prepared_mar
     assert os.path.getsize(tmp_path / "me.png") > 0
 
 
+def test_own_photo_search_on_the_prepared_gallery_as_the_docs_write_it(trained_workdir, prepared_market,
+                                                                     tmp_path, monkeypatch, capsys):
+    """--gallery_dir ROOT/pytorch/gallery (one folder per person) works; the default picture is search.png,
+    so a show.png from an earlier query is not overwritten."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(trained_workdir / "model", tmp_path / "model")
+    (tmp_path / "show.png").write_bytes(b"an earlier ranking")
+    query = sorted((prepared_market / "query").glob("*/*.jpg"))[0]
+    code, printed, err = run_cli(demo.main, ["--name", "toy", "--gallery_dir", prepared_market / "gallery",
+                                             "--query_image", query, "--topk", "5"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "search.png").stat().st_size > 1000 and (tmp_path / "show.png").read_bytes() == b"an earlier ranking"
+    ranked = [line.split()[-1] for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    assert len(ranked) == 5 and all("/gallery/" in path for path in ranked)
+
+
 def test_report_numbers_equal_the_evaluation_and_names_are_escaped(constructed, tmp_path, capsys):
     test_dir, mat = constructed
     code, _, err = run_cli(demo.main, ["--report", "--test_dir", test_dir, "--mat", mat, "--out", tmp_path / "rep"],

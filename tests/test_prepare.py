@@ -110,9 +110,79 @@ def test_interrupted_run_leaves_no_complete_looking_tree(market_root, monkeypatc
     code, _, err = run_cli(prepare.main, ["--download_path", market_root], capsys)
     assert code == 130 and "interrupted" in err
     assert not (market_root / "pytorch").exists()
+    assert not (market_root / prepare.PARTIAL).exists() and not (market_root / prepare.LOCK).exists()
     monkeypatch.undo()
     code, out, _ = run_cli(prepare.main, ["--download_path", market_root], capsys)
     assert code == 0 and not (market_root / prepare.PARTIAL).exists()
+
+
+def test_leftovers_of_a_killed_run_are_removed_even_when_up_to_date(market_root, capsys):
+    """kill -9 during --force leaves .pytorch.partial (and perhaps .pytorch.old): the next run removes them."""
+    assert run_cli(prepare.main, ["--download_path", market_root], capsys)[0] == 0
+    for leftover in (prepare.PARTIAL, prepare.OLD):
+        os.makedirs(market_root / leftover / "train" / "0001")
+        (market_root / leftover / "train" / "0001" / "half.jpg").write_bytes(b"half")
+    code, out, _ = run_cli(prepare.main, ["--download_path", market_root], capsys)
+    assert code == 0 and "already up to date" in out and "left by an interrupted run" in out
+    assert not (market_root / prepare.PARTIAL).exists() and not (market_root / prepare.OLD).exists()
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.write(str(os.getpid())); handle.flush()
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_on_the_same_folder_waits_its_turn(market_root, capsys):
+    lock = market_root / prepare.LOCK
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        line = expect_error(prepare.main, ["--download_path", market_root], capsys,
+                            f"another run (process {holder.pid}) is writing", "wait for it to finish")
+        assert "permission" not in line and not (market_root / "pytorch").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = run_cli(prepare.main, ["--download_path", market_root], capsys)   # the lock died with it
+    assert code == 0, err
+    assert not lock.exists() and (market_root / "pytorch" / prepare.MANIFEST).exists()
+
+
+def test_a_stray_file_of_the_other_rule_is_named_not_sent_to_the_other_script(market_root, duke_root, capsys):
+    stray = list_images(duke_root / "bounding_box_train")[0]
+    shutil.copy(duke_root / "bounding_box_train" / stray, market_root / "bounding_box_train" / stray)
+    line = expect_error(prepare.main, ["--download_path", market_root], capsys, "1 file(s)", stray)
+    assert "prepare_Duke.py" not in line and "move them out" in line
+    expect_error(prepare_Duke.main, ["--download_path", market_root], capsys,
+                 "holds Market-1501 file names", "run python prepare.py")
+
+
+def test_unreadable_picture_names_its_source_and_the_fix_works(market_root, tmp_path, monkeypatch, capsys):
+    """The error names bounding_box_train/<file>, not its copy under pytorch/; following the advice
+    (replace the source, prepare.py --force) lets training start."""
+    import train
+    from test_train import FAST
+
+    name = list_images(market_root / "bounding_box_train")[0]
+    source = market_root / "bounding_box_train" / name
+    good = source.read_bytes()
+    source.write_bytes(good[:200])   # cut short, as by a broken unzip
+    assert run_cli(prepare.main, ["--download_path", market_root], capsys)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    argv = ["--data_dir", market_root / "pytorch", "--name", "run", *FAST, "--total_epoch", "1"]
+    code, _, err = run_cli(train.main, argv, capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and f"cannot read image {source}" in line and "is its copy" in line
+    assert f"python prepare.py --download_path {market_root} --force" in line
+    source.write_bytes(good)
+    assert run_cli(prepare.main, ["--download_path", market_root, "--force"], capsys)[0] == 0
+    code, _, err = run_cli(train.main, argv, capsys)
+    assert code == 0, err
 
 
 def test_identity_with_one_picture_stays_in_train(market_root, capsys):

@@ -8,25 +8,8 @@ import model
 import train
 from reid import checkpoints
 import utils
-from conftest import run_cli
+from conftest import one_error_line, run_cli, snapshot
 from test_train import FAST, in_tmp, train_run  # noqa: F401  (in_tmp is a fixture)
-
-
-def snapshot(folder):
-    """Every file and folder under ``folder`` with its size and modification time."""
-    found = {}
-    for parent, folders, files in os.walk(folder):
-        for name in folders + files:
-            path = os.path.join(parent, name)
-            info = os.lstat(path)
-            found[os.path.relpath(path, folder)] = (info.st_size, info.st_mtime_ns)
-    return found
-
-
-def one_error_line(err):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize("name", ["..", ".", "", "../x", "a/b", "/tmp/x", " padded"])
