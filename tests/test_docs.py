@@ -85,3 +85,30 @@ def test_every_quick_question_has_an_answer():
     for part, block in questions:
         count = len(re.findall(r"^\d\. ", block, re.M))
         assert part in answers and len(re.findall(r"^\d\. ", answers[part], re.M)) == count, f"part {part}"
+
+
+TOY_ROWS = {"market": "(command 1) | toy Market", "rerank": "re-ranking | toy Market", "duke": "cross-dataset | toy DukeMTMC-reID"}
+
+
+def quoted_toy_scores():
+    """The README's toy results: {row: (Rank@1, mAP, (Rank@1 low, high), (mAP low, high))}, as fractions."""
+    quoted = {}
+    for key, marker in TOY_ROWS.items():
+        row = next(line for line in read("README.md").splitlines() if marker in line)
+        numbers = [round(float(n) / 100, 3) for n in re.findall(r"(\d+\.\d) %", row.replace("–", " % "))]
+        rank1, mAP, rank1_low, rank1_high, map_low, map_high = numbers
+        quoted[key] = (rank1, mAP, (rank1_low, rank1_high), (map_low, map_high))
+    return quoted
+
+
+def test_quoted_toy_scores_agree_between_readme_and_tutorial():
+    """The README's table, its printed lines and the tutorial's printed lines are one run's numbers."""
+    tutorial, readme = read("tutorial/README.md"), read("README.md")
+    printed = {key: re.search(rf"{re.escape(after)}[\s\S]*?^Rank@1:([\d.]+) .* mAP:([\d.]+)$", tutorial, re.M)
+               for key, after in (("market", "--multi\n```"), ("rerank", "--rerank\n```"), ("duke", "duke_result.mat\n```"))}
+    for key, (rank1, mAP, rank1_range, map_range) in quoted_toy_scores().items():
+        shown = tuple(float(v) for v in printed[key].groups())
+        assert (round(shown[0], 3), round(shown[1], 3)) == (rank1, mAP), key
+        assert rank1_range[0] <= rank1 <= rank1_range[1] and map_range[0] <= mAP <= map_range[1], key
+    for line in re.findall(r"^Rank@1:.*$", readme, re.M):
+        assert line in tutorial
