@@ -23,7 +23,6 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import torch
 from torch import nn
 
 from reid.files import check_saved_kinds, load_yaml

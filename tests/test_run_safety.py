@@ -1,6 +1,5 @@
 """train.py never loses data: --name is a plain folder under model/, --overwrite deletes only train.py's
 own runs, and a failed start leaves no run folder behind."""
-import os
 
 import pytest
 
