@@ -109,6 +109,9 @@ def prepare_run_dir(args):
     """model/NAME ready for writing. Called only once the network is built, so a failed start leaves no
     folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
     folder = run_dir(args.name)
+    if os.path.exists(RUNS_ROOT) and not os.path.isdir(RUNS_ROOT):
+        raise UserError(f"{RUNS_ROOT} is a file, but train.py keeps its runs in a folder of that name",
+                        f"move the file {RUNS_ROOT} away, or run train.py from another folder")
     if os.path.islink(folder) or (os.path.exists(folder) and not os.path.isdir(folder)):
         raise UserError(f"{folder} is not a folder", "choose another --name, or move that file away")
     if os.path.isdir(folder) and not args.resume and any(".tmp-" not in n for n in os.listdir(folder)):

@@ -21,20 +21,8 @@ import test as stage4
 import train
 from conftest import one_error_line, run_cli, snapshot
 from reid import checkpoints, features, files
+from test_test import run_test, workdir  # noqa: F401  (workdir is a fixture)
 from test_train import FAST
-
-
-@pytest.fixture
-def workdir(trained_workdir, tmp_path, monkeypatch):
-    """A private copy of the trained run (model/toy/, 5 epochs), as the current directory."""
-    shutil.copytree(trained_workdir / "model", tmp_path / "model")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run_test(data_dir, capsys, *extra):
-    return run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", data_dir, "--batchsize", "16",
-                                 "--num_workers", "0", *extra], capsys)
 
 
 def resume(data_dir, capsys, *extra):
@@ -267,3 +255,11 @@ def test_a_copied_run_folder_resumes_under_its_new_name(workdir, prepared_market
     assert code == 0 and "writing model/toy_copy/" in out, err
     assert yaml.safe_load((workdir / "model/toy_copy/opts.yaml").read_text())["name"] == "toy_copy"
     assert checkpoints.STATE in os.listdir(workdir / "model/toy")
+
+
+def test_a_file_named_model_is_not_taken_for_the_runs_folder(prepared_market, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").write_text("notes")
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "x", *FAST, "--total_epoch", "1"],
+                           capsys)
+    assert code == 2 and "model is a file" in one_error_line(err) and (tmp_path / "model").read_text() == "notes"
