@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import checkpoints, files, pictures, runs
+from reid import checkpoints, distributed, files, pictures, runs
 from reid.images import check_images, image_folder, image_transforms
 from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
@@ -144,21 +144,6 @@ def load_datasets(args, size):
     return train_set, val_set
 
 
-def make_loaders(args, train_set, val_set, device):
-    generator = torch.Generator()   # re-seeded every epoch, so the order depends on (seed, epoch) only
-    common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
-    if args.sampler == "pk":
-        sampler = recipes.pk_sampler(train_set.targets, args.batchsize, args.num_instances, generator)
-        train = torch.utils.data.DataLoader(train_set, generator=generator, **common, batch_sampler=sampler)
-    else:
-        weak = recipes.pair_losses_without_pk(args)
-        if weak:
-            print(f"warning: --{' --'.join(weak)} find(s) few positives in random batches; add --sampler pk")
-        train = torch.utils.data.DataLoader(train_set, args.batchsize, shuffle=True, drop_last=True,
-                                            generator=generator, **common)
-    return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
-
-
 def run_epoch(net, loader, phase, ctx):
     """One pass over ``loader``; trains when ``phase == "train"``. Returns mean loss, accuracy, seconds."""
     training = phase == "train"
@@ -181,6 +166,7 @@ def run_epoch(net, loader, phase, ctx):
             if training:
                 ctx.optimizer.zero_grad(set_to_none=True)
                 ctx.scaler.scale(loss * ctx.warm(step)).backward()
+                distributed.average_gradients(ctx.world, ctx.metric)   # DDP averages the network's only
                 ctx.scaler.step(ctx.optimizer)
                 ctx.scaler.update()
                 if ctx.average is not None:
@@ -191,6 +177,8 @@ def run_epoch(net, loader, phase, ctx):
             bar.update(len(labels))
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     bar.close()
+    if training:   # every rank trained on its slice: the epoch's figures are over all of them
+        total_loss, correct, seen = distributed.reduce_sums(ctx.world, total_loss, correct, seen)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seconds": time.time() - started}
 
 
@@ -210,6 +198,7 @@ class TrainingContext:
     average: Optional[nn.Module] = None     # the --wa weight average
     warm: Callable = lambda step: 1.0      # step -> loss weight during warm-up (set per epoch by fit)
     progress: bool = True                   # draw the progress bars
+    world: distributed.World = distributed.World()   # this process's rank among torchrun's processes
 
 
 def training_context(args, net, device):
@@ -242,10 +231,14 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
         lr = ctx.optimizer.param_groups[-1]["lr"]
         train_stats = run_epoch(net, loaders["train"], "train", ctx)
         ctx.scheduler.step()
-        val_stats = run_epoch(net, loaders["val"], "val", ctx)
+        if not ctx.world.main:   # rank 0 validates, saves and reports; the others wait for it
+            distributed.barrier(ctx.world)
+            continue
+        val_stats = run_epoch(checkpoints.unwrap(net), loaders["val"], "val", ctx)
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
                         **{f"val_{k}": v for k, v in val_stats.items()}})
         checkpoints.save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
+        distributed.barrier(ctx.world)
         files.write_csv(os.path.join(run_dir, "summary.csv"), history)
         pictures.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
         print(f"epoch {epoch + 1}/{args.total_epoch}  train loss {train_stats['loss']:.3f} acc {train_stats['acc']:.3f}"
@@ -263,36 +256,56 @@ def build_network(args, spec, nclasses, device):
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
-@utils.cli_main
-def main(argv=None):
-    args = resolve_options(build_parser(), argv)
-    spec = models.get_backbone(args.backbone)
-    device, gpu_ids = utils.select_device(args.gpu_ids)
+def train_run(args, spec, device, gpu_ids, world):
+    """Data, network, run folder (rank 0 makes it), resume, the epochs; returns the run folder."""
+    say = print if world.main else (lambda *a, **k: None)
+    distributed.check_batch(world, args.batchsize, args.num_instances if args.sampler == "pk" else None)
     train_set, val_set = load_datasets(args, spec.input_size)
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
-    run_dir = runs.prepare_run_dir(args)
-    if len(gpu_ids) > 1:
+    ctx.world, ctx.progress = world, world.main
+    run_dir = runs.prepare_run_dir(args) if world.main else runs.run_dir(args.name)
+    distributed.barrier(world)
+    if len(gpu_ids) > 1 and not world.distributed:
         net = nn.DataParallel(net, device_ids=gpu_ids)
+    net = distributed.wrap(net, world, device)
     start, history = checkpoints.restore(run_dir, net, ctx, args) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
             "torchvision": str(__import__("torchvision").__version__)}
-    files.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
+    if world.main:
+        files.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
     if start >= args.total_epoch:
-        print(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do (add --total_epoch N to extend it)")
+        say(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do (add --total_epoch N to extend it)")
         return run_dir
-    print(f"{args.backbone} on {device}: {len(train_set)} training pictures of {len(train_set.classes)} "
-          f"identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
-    loaders = make_loaders(args, train_set, val_set, device)
+    say(f"{args.backbone} on {device}{f' x {world.size} processes' if world.distributed else ''}: {len(train_set)} "
+        f"training pictures of {len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, "
+        f"writing {run_dir}/")
+    loaders = recipes.make_loaders(args, train_set, val_set, device, world)
     fit(net, loaders, ctx, args, run_dir, start, history)
     if ctx.average is not None:
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
         average = recipes.finish_weight_average(ctx.average, loaders["train"], device)
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), checkpoints.unwrap(average))
-    print(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx.average is not None else ""))
+    say(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx.average is not None else ""))
     return run_dir
+
+
+@utils.cli_main
+def main(argv=None):
+    world = distributed.from_environment()   # torchrun's processes, or this one alone
+    args = resolve_options(build_parser(), argv)
+    if world.distributed and args.wa:
+        raise UserError("--wa is not available with several processes yet", "drop --wa, or train in one process")
+    spec = models.get_backbone(args.backbone)
+    device, gpu_ids = utils.select_device(args.gpu_ids)
+    device = distributed.device_of(world, device)
+    distributed.start(world, device)
+    try:
+        return train_run(args, spec, device, gpu_ids, world)
+    finally:
+        distributed.stop(world)
 
 
 if __name__ == "__main__":

@@ -68,4 +68,4 @@ def restore(run_dir, net, ctx, args):
 
 
 def unwrap(net):
-    return net.module if isinstance(net, nn.DataParallel) else net
+    return net.module if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else net

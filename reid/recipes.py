@@ -10,6 +10,7 @@ import warnings
 import torch
 
 from reid.losses import LOSSES, chosen_losses
+import utils
 from utils import UserError
 
 
@@ -60,6 +61,26 @@ def pk_sampler(labels, batchsize, instances, generator):
         print(f"note: {identities} identities a batch; BoT uses 16 (on the toy set 8 x 4 stalls training from "
               "random weights, 16 x 2 does not: README, Training recipes)")
     return PKSampler(labels, identities, instances, generator)
+
+
+def make_loaders(args, train_set, val_set, device, world):
+    """Training batches (random, or P x K with --sampler pk) from a generator that train.py re-seeds every
+    epoch, so the order depends on (seed, epoch) only; under torchrun each rank keeps its slice of each."""
+    from reid import distributed
+
+    generator = torch.Generator()
+    common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
+    if args.sampler == "pk":
+        batches = pk_sampler(train_set.targets, args.batchsize, args.num_instances, generator)
+    else:
+        weak = pair_losses_without_pk(args)
+        if weak and world.main:
+            print(f"warning: --{' --'.join(weak)} find(s) few positives in random batches; add --sampler pk")
+        batches = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(train_set, generator=generator),
+                                                args.batchsize, drop_last=True)
+    train = torch.utils.data.DataLoader(train_set, batch_sampler=distributed.RankSlice(batches, world),
+                                        generator=generator, **common)
+    return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
 
 
 RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.yaml records them resolved

@@ -1,0 +1,135 @@
+"""Training in several processes (``torchrun --nproc_per_node N train.py …``): who this process is, the
+process group, and each rank's share of every batch.
+
+The design keeps a distributed run the same experiment as a one-process run:
+  * ``--batchsize`` is the *global* batch: every rank draws the same batches from the same generator
+    (seeded from (--seed, epoch), so --resume repeats an epoch exactly) and keeps its own slice, so
+    DistributedDataParallel's averaged gradient is the gradient of the whole batch and the learning
+    rate needs no rescaling;
+  * a P x K batch is sliced by whole identities, so every rank still sees K pictures of each of its
+    P / N identities (the triplet and centre losses need them);
+  * rank 0 alone writes the run folder, prints and draws the progress bars.
+The one difference from a single process: BatchNorm statistics are per rank unless --sync_bn.
+"""
+import os
+from dataclasses import dataclass
+
+from utils import UserError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks of a run (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.size > 1
+
+
+def from_environment():
+    """The World that torchrun describes in RANK, LOCAL_RANK and WORLD_SIZE; one process without them."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return World()
+    return World(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+
+
+def start(world, device):
+    """Join the process group: NCCL between GPUs, gloo on the CPU (so CI can run two processes)."""
+    import torch.distributed as dist
+
+    if world.distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def stop(world):
+    import torch.distributed as dist
+
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(world):
+    import torch.distributed as dist
+
+    if world.distributed:
+        dist.barrier()
+
+
+def check_batch(world, batchsize, instances=None):
+    """The global batch must split evenly: into equal slices, or (P x K) into whole identities."""
+    unit = instances or 1
+    if world.distributed and (batchsize // unit) % world.size:
+        what = f"{batchsize // unit} identities of --num_instances {instances}" if instances else "pictures"
+        raise UserError(f"--batchsize {batchsize} ({what}) does not split evenly over {world.size} processes",
+                        f"pass a --batchsize that is a multiple of {world.size * unit}")
+
+
+class RankSlice:
+    """A batch sampler's batches, cut to this rank's contiguous slice (whole identities for P x K)."""
+
+    def __init__(self, batches, world):
+        self.batches, self.world = batches, world
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            share = len(batch) // self.world.size
+            yield batch[self.world.rank * share:(self.world.rank + 1) * share]
+
+
+def reduce_sums(world, *values):
+    """The sum over ranks of each value (loss totals, correct counts), as floats."""
+    if not world.distributed:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    totals = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(totals)
+    return tuple(totals.tolist())
+
+
+def average_gradients(world, module):
+    """Average the gradients of parameters that DistributedDataParallel does not hold (the metric losses'
+    class centres), so that every rank takes the same step."""
+    if not world.distributed or module is None:
+        return
+    import torch.distributed as dist
+
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world.size
+
+
+def wrap(net, world, device):
+    """DistributedDataParallel around ``net`` when there are several processes; ``net`` itself otherwise."""
+    if not world.distributed:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def device_of(world, device):
+    """Under torchrun each process drives the GPU of its LOCAL_RANK (the CPU stays the CPU)."""
+    if not world.distributed or device.type != "cuda":
+        return device
+    import torch
+
+    if world.local_rank >= torch.cuda.device_count():
+        raise UserError(f"process {world.local_rank} of this machine has no GPU of its own "
+                        f"({torch.cuda.device_count()} found)",
+                        "pass torchrun --nproc_per_node at most the number of GPUs, or --gpu_ids -1 for the CPU")
+    torch.cuda.set_device(world.local_rank)
+    return torch.device("cuda", world.local_rank)

@@ -1,0 +1,78 @@
+"""Training in several processes: each rank's share of a batch, and a real 2-process gloo run under torchrun
+that writes one run folder (as a 1-process run does), resumes (with 2 processes, then with 1), and that
+test.py reads."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import test as stage4
+import train
+from conftest import ROOT, run_cli
+from reid import distributed, recipes
+from reid.distributed import World
+from test_train import FAST
+
+
+def test_rank_slices_cover_each_batch_once():
+    batches = [list(range(start, start + 8)) for start in range(0, 32, 8)]
+    slices = [list(distributed.RankSlice(batches, World(rank, rank, 2))) for rank in range(2)]
+    for index, batch in enumerate(batches):
+        assert sorted(slices[0][index] + slices[1][index]) == batch
+        assert not set(slices[0][index]) & set(slices[1][index])
+
+
+def test_pk_batches_are_sliced_by_whole_identities():
+    labels = [i // 5 for i in range(40)]   # 8 identities, 5 pictures each
+    generator = torch.Generator().manual_seed(0)
+    sampler = recipes.PKSampler(labels, identities=4, instances=2, generator=generator)
+    for rank in range(2):
+        for batch in distributed.RankSlice(sampler, World(rank, rank, 2)):
+            per_identity = {}
+            for index in batch:
+                per_identity[labels[index]] = per_identity.get(labels[index], 0) + 1
+            assert len(per_identity) == 2 and set(per_identity.values()) == {2}
+
+
+@pytest.mark.parametrize("batchsize, instances, ok", [(8, None, True), (7, None, False), (16, 4, True),
+                                                      (12, 4, False)])
+def test_the_global_batch_must_split_evenly(batchsize, instances, ok):
+    if ok:
+        distributed.check_batch(World(0, 0, 2), batchsize, instances)
+    else:
+        with pytest.raises(distributed.UserError, match="does not split evenly over 2 processes"):
+            distributed.check_batch(World(0, 0, 2), batchsize, instances)
+
+
+def torchrun(workdir, *argv):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           os.path.join(ROOT, "train.py"), *map(str, argv)], cwd=workdir, capture_output=True,
+                          text=True, timeout=300, env=environment)
+
+
+def test_two_gloo_processes_write_one_run_that_resumes_and_tests(prepared_market, tmp_path, monkeypatch, capsys):
+    common = ["--data_dir", prepared_market, "--name", "ddp", *FAST]
+    run = torchrun(tmp_path, *common, "--total_epoch", "1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("epoch 1/1") == 1 and "x 2 processes" in run.stdout   # rank 0 alone reports
+    assert sorted(os.listdir(tmp_path / "model/ddp")) == ["net_last.pth", "opts.yaml", "state_last.pth",
+                                                          "summary.csv", "train.jpg"]
+    run = torchrun(tmp_path, *common, "--resume", "--total_epoch", "2")
+    assert run.returncode == 0 and "epochs 2..2" in run.stdout, run.stderr[-2000:]
+    assert torch.load(tmp_path / "model/ddp/state_last.pth", weights_only=True)["epoch"] == 2
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(train.main, [*common, "--resume", "--total_epoch", "3"], capsys)   # now 1 process
+    assert code == 0 and "epochs 3..3" in out, err
+    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "ddp", "--test_dir", prepared_market,
+                                           "--num_workers", "0", "--output", tmp_path / "ddp.mat"], capsys)
+    assert code == 0 and "Rank@1:" in out, err
+
+
+def test_a_batch_that_does_not_split_stops_before_any_work(prepared_market, tmp_path):
+    run = torchrun(tmp_path, "--data_dir", prepared_market, "--name", "odd", *FAST, "--batchsize", "7",
+                   "--total_epoch", "1")
+    assert run.returncode != 0 and "error: --batchsize 7 (pictures) does not split evenly over 2 processes" in run.stderr
+    assert not (tmp_path / "model").exists()
