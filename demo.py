@@ -78,8 +78,7 @@ def load_run(args):
     result["gallery_paths"] = picture_paths(args.test_dir, "gallery", len(result["gallery_f"]))
     scores = None
     if args.rerank:
-        from reid.re_ranking import check_neighbourhood, re_ranking
-        check_neighbourhood(20, 6, len(result["gallery_f"]))
+        from reid.re_ranking import re_ranking
         scores = -re_ranking(result["query_f"], result["gallery_f"])
     result["scores"] = scores
     result["metrics"] = metrics.evaluate(result["query_f"], result["query_label"], result["query_cam"],

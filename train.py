@@ -85,7 +85,7 @@ def resolve_options(parser, argv):
         parser.error("--fp16 and --bf16 exclude each other")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite deletes it: pass one of them")
-    check_ranges(parser, args)
+    recipes.check_ranges(parser, args)
     if args.resume:
         path = os.path.join(runs.run_dir(args.name), "opts.yaml")
         saved = files.load_yaml(path, "train.py (this run never started: drop --resume)")
@@ -102,23 +102,6 @@ def resolve_options(parser, argv):
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
         setattr(args, flag, args.backbone == name)
     return args
-
-
-RANGES = {   # flag: (is the value possible?, what it must be)
-    "batchsize": (lambda v: v >= 1, "at least 1"), "total_epoch": (lambda v: v >= 1, "at least 1"),
-    "num_workers": (lambda v: v >= 0, "at least 0"), "lr": (lambda v: v > 0, "positive"),
-    "weight_decay": (lambda v: v >= 0, "at least 0"), "warm_epoch": (lambda v: v >= 0, "at least 0"),
-    "erasing_p": (lambda v: 0 <= v <= 1, "within [0, 1]"), "droprate": (lambda v: 0 <= v < 1, "within [0, 1)"),
-    "wa_decay": (lambda v: 0 < v < 1, "within (0, 1)"),
-}
-
-
-def check_ranges(parser, args):
-    """One ``parser.error`` naming every numeric flag outside the values it can take."""
-    bad = [f"--{flag} {getattr(args, flag)} must be {what}" for flag, (possible, what) in RANGES.items()
-           if not possible(getattr(args, flag))]
-    if bad:
-        parser.error("; ".join(bad))
 
 
 def load_datasets(args, size):

@@ -23,8 +23,7 @@ def save_checkpoints(run_dir, net, epoch, args, history, ctx):
              "history": history, "rng": runs.rng_states(),
              "metric": ctx.metric.state_dict() if ctx.metric is not None else {},
              "average": ctx.average.state_dict() if ctx.average is not None else {}}
-    files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp),
-                       again=resume)
+    files.atomic_write(os.path.join(run_dir, STATE), lambda tmp: torch.save(state, tmp), resume)
 
 
 STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "history", "rng", "metric", "average")
@@ -36,16 +35,15 @@ def restore(run_dir, net, ctx, args):
     A damaged file, or one that does not fit the network built now (another number of identities),
     is one line before anything is changed. A new --total_epoch recomputes the schedule for it.
     """
-    nclasses = args.nclasses
     path = os.path.join(run_dir, STATE)
     if not os.path.isfile(path):
         print(f"{path} does not exist (stopped during the first epoch): starting from epoch 1")
         return 0, []
     again = "train a new --name (test.py still reads this run's net_*.pth), or start it again with --overwrite"
     saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py")
-    if saved.get("nclasses", nclasses) != nclasses:
+    if saved.get("nclasses", args.nclasses) != args.nclasses:
         raise UserError(f"{run_dir} was trained on {saved['nclasses']} identities (--data_dir "
-                        f"{saved.get('data_dir', '?')}), but the training folder given now holds {nclasses}",
+                        f"{saved.get('data_dir', '?')}), but the training folder given now holds {args.nclasses}",
                         "resume with the dataset it was trained on, or train a new --name")
     state = runs.load_weights(path, again)
     missing = [key for key in STATE_KEYS if key not in state]

@@ -164,9 +164,11 @@ def source_picture(path):
     if not isinstance(manifest, dict):
         return None
     benchmark = next((b for b in BENCHMARKS.values() if b.title == manifest.get("benchmark")), None)
+    if benchmark is None:
+        return None
     split = os.path.basename(split_dir)
-    folder = dict((out, source) for out, source, _ in benchmark.sources).get(
-        "train_all" if split in ("train", "val") else split) if benchmark else None
+    folders = {out: source for out, source, _ in benchmark.sources}   # train and val come from train_all
+    folder = folders.get("train_all" if split in ("train", "val") else split)
     if folder is None:
         return None
     source = os.path.join(os.path.dirname(os.path.dirname(split_dir)), folder, os.path.basename(path))

@@ -10,7 +10,10 @@ WRITE_FIXES = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (
                errno.EACCES: "make the folder writable", errno.EROFS: "write to a disk that is not read-only"}
 
 
-def atomic_write(path, write, again="then run the command again"):
+RUN_AGAIN = "then run the command again"
+
+
+def atomic_write(path, write, again=RUN_AGAIN):
     """Call ``write(temporary_path)``, then rename it onto ``path``: a crash never leaves half a file.
 
     A failed write (a full disk, a folder that refuses writing) is one line saying that the previous

@@ -176,8 +176,7 @@ def run(args, result, device):
               + (f", {missing} had none and kept their own feature" if missing else ""))
     scores = None
     if args.rerank:
-        from reid.re_ranking import check_neighbourhood, re_ranking
-        check_neighbourhood(args.k1, args.k2, len(result["gallery_f"]))
+        from reid.re_ranking import re_ranking
         scores = -re_ranking(query, result["gallery_f"], args.k1, args.k2, args.lambda_value, device=device)
     return evaluate(query, result["query_label"], result["query_cam"], result["gallery_f"], result["gallery_label"],
                     result["gallery_cam"], ap=args.ap, scores=scores, device=device)

@@ -144,8 +144,7 @@ def check_neighbourhood(k1, k2, gallery_size):
 
 def re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3, device="cpu"):
     """Re-ranked query x gallery distances (float32 numpy, smaller = better) for L2-normalised features."""
-    if k2 > k1 + 1:
-        raise ValueError("k2 must not exceed k1 + 1")
+    check_neighbourhood(k1, k2, len(g_feats))
     q = torch.as_tensor(np.asarray(q_feats, np.float32), device=device)
     g = torch.as_tensor(np.asarray(g_feats, np.float32), device=device)
     feats = torch.cat([q, g])

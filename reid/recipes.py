@@ -63,6 +63,23 @@ def pk_sampler(labels, batchsize, instances, generator):
     return PKSampler(labels, identities, instances, generator)
 
 
+RANGES = {   # train.py flag: (is the value possible?, what it must be)
+    "batchsize": (lambda v: v >= 1, "at least 1"), "total_epoch": (lambda v: v >= 1, "at least 1"),
+    "num_workers": (lambda v: v >= 0, "at least 0"), "lr": (lambda v: v > 0, "positive"),
+    "weight_decay": (lambda v: v >= 0, "at least 0"), "warm_epoch": (lambda v: v >= 0, "at least 0"),
+    "erasing_p": (lambda v: 0 <= v <= 1, "within [0, 1]"), "droprate": (lambda v: 0 <= v < 1, "within [0, 1)"),
+    "wa_decay": (lambda v: 0 < v < 1, "within (0, 1)"),
+}
+
+
+def check_ranges(parser, args):
+    """One ``parser.error`` naming every numeric flag outside the values it can take."""
+    bad = [f"--{flag} {getattr(args, flag)} must be {what}" for flag, (possible, what) in RANGES.items()
+           if not possible(getattr(args, flag))]
+    if bad:
+        parser.error("; ".join(bad))
+
+
 def make_loaders(args, train_set, val_set, device, world):
     """Training batches (random, or P x K with --sampler pk) from a generator that train.py re-seeds every
     epoch, so the order depends on (seed, epoch) only; under torchrun each rank keeps its slice of each."""

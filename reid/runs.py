@@ -3,7 +3,7 @@ import argparse
 import os
 import shutil
 
-from reid.files import atomic_write
+from reid.files import RUN_AGAIN, atomic_write
 from utils import UserError
 
 
@@ -53,7 +53,7 @@ def checkpoint_name(epoch):
     return f"net_{int(epoch):03d}.pth"
 
 
-def save_weights(path, module, again="then run the command again"):
+def save_weights(path, module, again=RUN_AGAIN):
     """A module's state_dict as CPU tensors, written atomically (loads with ``weights_only=True``)."""
     import torch
 
