@@ -20,6 +20,7 @@ A correct run prints, per epoch, a progress bar for each phase and a line like:
 """
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,14 +32,14 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import checkpoints, distributed, files, pictures, runs
+from reid import acceleration, checkpoints, distributed, files, pictures, runs
 from reid.images import check_images, image_folder, image_transforms
 from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
-RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch"}
+RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile"}
 LEGACY_FLAGS = models.LEGACY_FLAGS
 
 
@@ -64,6 +65,10 @@ def build_parser():
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
     p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back, with a note, "
+                   "where it cannot run)")
+    p.add_argument("--sync_bn", action="store_true", help="several GPU processes: BatchNorm statistics over the "
+                   "whole global batch")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights on CPU")
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     p.add_argument("--resume", action="store_true", help="continue model/NAME from its last finished epoch")
@@ -239,7 +244,7 @@ def build_network(args, spec, nclasses, device):
     return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
-def train_run(args, spec, device, gpu_ids, world):
+def train_run(args, spec, device, world):
     """Data, network, run folder (rank 0 makes it), resume, the epochs; returns the run folder."""
     say = print if world.main else (lambda *a, **k: None)
     distributed.check_batch(world, args.batchsize, args.num_instances if args.sampler == "pk" else None)
@@ -247,12 +252,11 @@ def train_run(args, spec, device, gpu_ids, world):
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
+    net = distributed.sync_batchnorm(net, world, device) if args.sync_bn else net   # same parameters, optimizer kept
     ctx.world, ctx.progress = world, world.main
     run_dir = runs.prepare_run_dir(args) if world.main else runs.run_dir(args.name)
     distributed.barrier(world)
-    if len(gpu_ids) > 1 and not world.distributed:
-        net = nn.DataParallel(net, device_ids=gpu_ids)
-    net = distributed.wrap(net, world, device)
+    net = acceleration.compiled(distributed.wrap(net, world, device), args.compile, device)
     start, history = checkpoints.restore(run_dir, net, ctx, args) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
@@ -267,9 +271,10 @@ def train_run(args, spec, device, gpu_ids, world):
         f"writing {run_dir}/")
     loaders = recipes.make_loaders(args, train_set, val_set, device, world)
     fit(net, loaders, ctx, args, run_dir, start, history)
-    if ctx.average is not None:
-        loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
-        average = recipes.finish_weight_average(ctx.average, loaders["train"], device)
+    if ctx.average is not None and world.main:   # BatchNorm statistics of the average: rank 0, every picture
+        loader = recipes.make_loaders(args, train_set, val_set, device, distributed.World())["train"]
+        loader.generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
+        average = recipes.finish_weight_average(ctx.average, loader, device)
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), checkpoints.unwrap(average))
     say(f"done: {run_dir}/net_last.pth" + (" and net_average.pth" if ctx.average is not None else ""))
     return run_dir
@@ -277,16 +282,18 @@ def train_run(args, spec, device, gpu_ids, world):
 
 @utils.cli_main
 def main(argv=None):
-    world = distributed.from_environment()   # torchrun's processes, or this one alone
+    world = distributed.from_environment()   # torchrun's (or spawn's) processes, or this one alone
     args = resolve_options(build_parser(), argv)
-    if world.distributed and args.wa:
-        raise UserError("--wa is not available with several processes yet", "drop --wa, or train in one process")
     spec = models.get_backbone(args.backbone)
-    device, gpu_ids = utils.select_device(args.gpu_ids)
-    device = distributed.device_of(world, device)
+    device, gpu_ids = distributed.choose_device(world, args.gpu_ids)
+    if len(gpu_ids) > 1 and not world.distributed:   # --gpu_ids 0,1: one process per GPU, as torchrun starts
+        distributed.check_batch(distributed.World(size=len(gpu_ids)), args.batchsize,
+                                args.num_instances if args.sampler == "pk" else None)
+        distributed.spawn(main, sys.argv[1:] if argv is None else argv, len(gpu_ids))
+        return runs.run_dir(args.name)
     distributed.start(world, device)
     try:
-        return train_run(args, spec, device, gpu_ids, world)
+        return train_run(args, spec, device, world)
     finally:
         distributed.stop(world)
 

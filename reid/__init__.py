@@ -12,6 +12,8 @@
     pretrained   ImageNet weights (fetch, cache, offline errors) and IBN-Net
     losses       the metric-learning losses
     recipes      the P x K sampler, weight averaging, the BoT preset and their flags
+    distributed  several processes (torchrun, --gpu_ids 0,1): ranks, batch slices, the process group
+    acceleration torch.compile and its fallback
     pictures     ranking strips, training curves, report plots
     report       the HTML error-analysis report
     toy_render   how each toy picture is drawn

@@ -66,4 +66,11 @@ def restore(run_dir, net, ctx, args):
 
 
 def unwrap(net):
-    return net.module if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else net
+    """The network itself, under torch.compile's and DistributedDataParallel's wrappers (either order)."""
+    while True:
+        if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            net = net.module
+        elif hasattr(net, "_orig_mod"):   # torch.compile's OptimizedModule
+            net = net._orig_mod
+        else:
+            return net

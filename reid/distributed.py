@@ -10,6 +10,9 @@ The design keeps a distributed run the same experiment as a one-process run:
     P / N identities (the triplet and centre losses need them);
   * rank 0 alone writes the run folder, prints and draws the progress bars.
 The one difference from a single process: BatchNorm statistics are per rank unless --sync_bn.
+
+``--gpu_ids 0,1`` without torchrun starts the same path: ``spawn`` runs one process per listed GPU on
+this machine, as ``torchrun --standalone --nproc_per_node 2`` would (DataParallel is gone).
 """
 import os
 from dataclasses import dataclass
@@ -121,15 +124,75 @@ def wrap(net, world, device):
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def device_of(world, device):
-    """Under torchrun each process drives the GPU of its LOCAL_RANK (the CPU stays the CPU)."""
+def device_of(world, device, gpu_ids=()):
+    """Each process drives one GPU: the LOCAL_RANK-th of ``--gpu_ids`` when it lists several (spawned
+    processes, or torchrun with --gpu_ids 2,3), else GPU LOCAL_RANK. The CPU stays the CPU."""
     if not world.distributed or device.type != "cuda":
         return device
     import torch
 
-    if world.local_rank >= torch.cuda.device_count():
+    choices = list(gpu_ids) if len(gpu_ids) > 1 else list(range(torch.cuda.device_count()))
+    if world.local_rank >= len(choices):
         raise UserError(f"process {world.local_rank} of this machine has no GPU of its own "
-                        f"({torch.cuda.device_count()} found)",
+                        f"({len(choices)} {'listed in --gpu_ids' if len(gpu_ids) > 1 else 'found'})",
                         "pass torchrun --nproc_per_node at most the number of GPUs, or --gpu_ids -1 for the CPU")
-    torch.cuda.set_device(world.local_rank)
-    return torch.device("cuda", world.local_rank)
+    torch.cuda.set_device(choices[world.local_rank])
+    return torch.device("cuda", choices[world.local_rank])
+
+
+def choose_device(world, gpu_ids_text):
+    """This process's device and the GPU ids ``--gpu_ids`` lists. Several processes asked to use GPUs on a
+    machine without CUDA are refused (one process falls back to the CPU with a warning instead)."""
+    import torch
+
+    from utils import parse_gpu_ids, select_device
+
+    if world.distributed and parse_gpu_ids(gpu_ids_text) and not torch.cuda.is_available():
+        raise UserError(f"{world.size} processes were started to train on GPUs (--gpu_ids {gpu_ids_text}), "
+                        "but this machine has no CUDA GPU", "pass --gpu_ids -1 to train them on the CPU (gloo)")
+    device, gpu_ids = select_device(gpu_ids_text)
+    return device_of(world, device, gpu_ids), gpu_ids
+
+
+def sync_batchnorm(net, world, device):
+    """``--sync_bn``: BatchNorm statistics over the whole global batch (NCCL only: PyTorch's SyncBatchNorm
+    has no CPU kernel, so on the CPU it is refused before any work; alone it changes nothing)."""
+    if not world.distributed:
+        return net
+    if device.type != "cuda":
+        raise UserError("--sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU implementation)",
+                        "drop --sync_bn on the CPU; per-process BatchNorm is what runs there")
+    from torch import nn
+
+    return nn.SyncBatchNorm.convert_sync_batchnorm(net)
+
+
+def free_port():
+    """A TCP port nobody listens on now, for the processes of one machine to meet."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def spawn(entry, argv, processes):
+    """Run ``entry(argv)`` in ``processes`` new processes that find each other as torchrun's would
+    (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT); returns once all have finished. A process that
+    stopped on a user error has printed its line (each process that met it prints the same one): its exit
+    status is passed on without a traceback."""
+    import logging
+
+    import torch.multiprocessing as mp
+
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)   # its "terminating process" notes
+    try:
+        mp.spawn(_spawned, args=(entry, argv, processes, free_port()), nprocs=processes, join=True)
+    except mp.ProcessExitedException as err:
+        raise SystemExit(err.exit_code if err.exit_code and err.exit_code > 0 else 1) from None
+
+
+def _spawned(rank, entry, argv, processes, port):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    entry(argv)

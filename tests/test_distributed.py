@@ -76,3 +76,49 @@ def test_a_batch_that_does_not_split_stops_before_any_work(prepared_market, tmp_
                    "--total_epoch", "1")
     assert run.returncode != 0 and "error: --batchsize 7 (pictures) does not split evenly over 2 processes" in run.stderr
     assert not (tmp_path / "model").exists()
+
+
+def spawned(workdir, *argv):
+    """What ``--gpu_ids 0,1`` does without torchrun, on the CPU: distributed.spawn starts 2 processes."""
+    program = (f"import sys; sys.path.insert(0, {ROOT!r}); import train; from reid import distributed; "
+               f"distributed.spawn(train.main, {list(map(str, argv))!r}, 2)")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", program], cwd=workdir, capture_output=True, text=True, timeout=300,
+                          env=environment)
+
+
+def test_spawned_processes_train_like_torchrun_with_the_weight_average(prepared_market, tmp_path, monkeypatch,
+                                                                      capsys):
+    run = spawned(tmp_path, "--data_dir", prepared_market, "--name", "spawned", *FAST, "--total_epoch", "1", "--wa")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("epoch 1/1") == 1 and "x 2 processes" in run.stdout
+    assert sorted(os.listdir(tmp_path / "model/spawned")) == ["net_average.pth", "net_last.pth", "opts.yaml",
+                                                              "state_last.pth", "summary.csv", "train.jpg"]
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "spawned", "--test_dir", prepared_market,
+                                           "--which_epoch", "average", "--num_workers", "0",
+                                           "--output", tmp_path / "average.mat"], capsys)
+    assert code == 0 and "Rank@1:" in out, err
+
+
+def test_a_user_error_in_a_spawned_process_is_its_one_line(prepared_market, tmp_path):
+    run = spawned(tmp_path, "--data_dir", tmp_path / "nowhere", "--name", "lost", *FAST, "--total_epoch", "1")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert {line for line in run.stderr.splitlines() if line.strip()} == {
+        f"error: {tmp_path / 'nowhere'}/train does not exist — pass the pytorch/ folder written by prepare.py"}
+
+
+def test_processes_asked_for_gpus_on_a_machine_without_any_are_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(distributed.UserError, match="no CUDA GPU — pass --gpu_ids -1"):
+        distributed.choose_device(World(0, 0, 2), "0")
+    assert distributed.choose_device(World(0, 0, 2), "-1") == (torch.device("cpu"), [])
+
+
+def test_sync_bn_is_refused_on_the_cpu_and_a_no_op_alone():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    assert distributed.sync_batchnorm(net, World(), torch.device("cpu")) is net
+    with pytest.raises(distributed.UserError, match="--sync_bn needs CUDA"):
+        distributed.sync_batchnorm(net, World(0, 0, 2), torch.device("cpu"))
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)   # what the CUDA path does
+    assert isinstance(converted[1], torch.nn.SyncBatchNorm) and converted[1].weight is net[1].weight

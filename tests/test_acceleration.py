@@ -1,0 +1,28 @@
+"""torch.compile behind --compile: it runs where it can, falls back with one note where it cannot, and the
+compiled network saves and loads under its plain names."""
+import torch
+
+from reid import acceleration
+from reid.checkpoints import unwrap
+
+
+def test_compile_falls_back_with_one_note_without_a_compiler(monkeypatch, capsys):
+    monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
+    net = torch.nn.Linear(4, 2)
+    assert acceleration.compiled(net, True, torch.device("cpu")) is net
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "note: --compile cannot run here (no C++ compiler found for the CPU backend (install g++)); training without it"]
+
+
+def test_without_the_flag_nothing_is_compiled():
+    net = torch.nn.Linear(4, 2)
+    assert acceleration.compiled(net, False, torch.device("cpu")) is net
+
+
+def test_a_compiled_network_computes_the_same_and_unwraps_to_plain_weights():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    fast = acceleration.compiled(net, True, torch.device("cpu"))
+    inputs = torch.randn(5, 8)
+    assert torch.allclose(fast(inputs), net(inputs), atol=1e-6)
+    assert unwrap(fast) is net and set(unwrap(fast).state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
