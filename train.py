@@ -32,14 +32,15 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, checkpoints, distributed, files, pictures, runs
+from reid import acceleration, checkpoints, distributed, files, pictures, pipeline, runs
 from reid.images import check_images, image_folder, image_transforms
 from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
-RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile"}
+RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
+                   "input_pipeline"}
 LEGACY_FLAGS = models.LEGACY_FLAGS
 
 
@@ -71,6 +72,8 @@ def build_parser():
                    "whole global batch")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights on CPU")
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
+    p.add_argument("--input_pipeline", choices=list(pipeline.PIPELINES), default="auto",
+                   help="; ".join(f"{name}: {what}" for name, what in pipeline.PIPELINES.items()))
     p.add_argument("--resume", action="store_true", help="continue model/NAME from its last finished epoch")
     p.add_argument("--overwrite", action="store_true", help="delete an existing model/NAME and start again")
     return p
@@ -269,10 +272,12 @@ def train_run(args, spec, device, world):
     say(f"{args.backbone} on {device}{f' x {world.size} processes' if world.distributed else ''}: {len(train_set)} "
         f"training pictures of {len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, "
         f"writing {run_dir}/")
-    loaders = recipes.make_loaders(args, train_set, val_set, device, world)
+    cache = pipeline.decode_all(train_set.samples, spec.input_size, args.num_workers, device) \
+        if pipeline.uses_device_pipeline(args, device) else None
+    loaders = recipes.make_loaders(args, train_set, val_set, device, world, cache)
     fit(net, loaders, ctx, args, run_dir, start, history)
     if ctx.average is not None and world.main:   # BatchNorm statistics of the average: rank 0, every picture
-        loader = recipes.make_loaders(args, train_set, val_set, device, distributed.World())["train"]
+        loader = recipes.make_loaders(args, train_set, val_set, device, distributed.World(), cache)["train"]
         loader.generator.manual_seed(utils.derived_seed(args.seed, args.total_epoch))
         average = recipes.finish_weight_average(ctx.average, loader, device)
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("average")), checkpoints.unwrap(average))

@@ -14,6 +14,7 @@
     recipes      the P x K sampler, weight averaging, the BoT preset and their flags
     distributed  several processes (torchrun, --gpu_ids 0,1): ranks, batch slices, the process group
     acceleration torch.compile and its fallback
+    pipeline     the decoded-once input pipeline: a uint8 cache, batched augmentation on the device
     pictures     ranking strips, training curves, report plots
     report       the HTML error-analysis report
     toy_render   how each toy picture is drawn

@@ -86,8 +86,13 @@ class RankSlice:
 
     def __iter__(self):
         for batch in self.batches:
-            share = len(batch) // self.world.size
-            yield batch[self.world.rank * share:(self.world.rank + 1) * share]
+            yield batch[rank_share(len(batch), self.world)]
+
+
+def rank_share(batchsize, world):
+    """This rank's contiguous part of a batch of ``batchsize``, as a slice."""
+    share = batchsize // world.size
+    return slice(world.rank * share, (world.rank + 1) * share)
 
 
 def reduce_sums(world, *values):

@@ -80,10 +80,14 @@ def check_ranges(parser, args):
         parser.error("; ".join(bad))
 
 
-def make_loaders(args, train_set, val_set, device, world):
+def make_loaders(args, train_set, val_set, device, world, cache=None):
     """Training batches (random, or P x K with --sampler pk) from a generator that train.py re-seeds every
-    epoch, so the order depends on (seed, epoch) only; under torchrun each rank keeps its slice of each."""
-    from reid import distributed
+    epoch, so the order depends on (seed, epoch) only; under torchrun each rank keeps its slice of each.
+    With ``cache`` (the decoded pictures, ``reid.pipeline``) they are augmented on the device; else by
+    torchvision's per-picture transforms in DataLoader workers. Those are started afresh every epoch,
+    because persistent workers would keep their random state across epochs and --resume could not
+    repeat an epoch exactly; the validation loader keeps its workers (it draws nothing)."""
+    from reid import distributed, pipeline
 
     generator = torch.Generator()
     common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
@@ -95,9 +99,14 @@ def make_loaders(args, train_set, val_set, device, world):
             print(f"warning: --{' --'.join(weak)} find(s) few positives in random batches; add --sampler pk")
         batches = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(train_set, generator=generator),
                                                 args.batchsize, drop_last=True)
-    train = torch.utils.data.DataLoader(train_set, batch_sampler=distributed.RankSlice(batches, world),
-                                        generator=generator, **common)
-    return {"train": train, "val": torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, **common)}
+    if cache is not None:
+        train = pipeline.DeviceBatches(cache, train_set.targets, batches, generator, args.erasing_p, world)
+    else:
+        train = torch.utils.data.DataLoader(train_set, batch_sampler=distributed.RankSlice(batches, world),
+                                            generator=generator, **common)
+    val = torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, persistent_workers=args.num_workers > 0,
+                                      **common)
+    return {"train": train, "val": val}
 
 
 RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.yaml records them resolved
@@ -161,6 +170,8 @@ def check_arguments(parser, args, backbone):
         alias = f" (--{backbone.legacy_flag})" if backbone.legacy_flag else ""
         parser.error(f"--{' --'.join(chosen_losses(args) or ['bnneck'])} need(s) one feature per picture; "
                      f"--backbone {backbone.name}{alias} has {backbone.parts}")
+    if args.input_pipeline == "device" and args.color_jitter:
+        parser.error("--color_jitter runs in the per-picture pipeline only: drop it or --input_pipeline device")
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label_smoothing must be within [0, 1)")
     if args.ins_gamma <= 0 or args.triplet_margin < 0 or args.center_weight <= 0:
