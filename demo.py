@@ -118,7 +118,7 @@ def gallery_pictures(folder, query_image):
 def search_own_photo(args):
     """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction (reid.extraction)."""
     import model as models
-    from reid import extraction
+    from reid import extraction, pipeline
 
     for path, kind in ((args.query_image, "file"), (args.gallery_dir, "folder")):
         if not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
@@ -128,7 +128,8 @@ def search_own_photo(args):
     device, _ = utils.select_device(args.gpu_ids)
     net, options = models.load_trained(runs.run_dir(args.name), args.which_epoch, device)
     size = models.get_backbone(options["backbone"]).input_size
-    features = extraction.extract_features(net, images.PictureList([args.query_image] + gallery, size), device, args.batchsize)
+    pictures = pipeline.ResizedPictures([(path, 0) for path in [args.query_image] + gallery], size)
+    features = extraction.extract_features(net, pictures, device, args.batchsize)
     scores = (features[1:] @ features[0]).numpy()
     order = np.lexsort((np.arange(len(scores)), -scores))[:args.topk]
     items = [(gallery[g], f"{rank}\n{scores[g]:.3f}", "unknown") for rank, g in enumerate(order, 1)]

@@ -30,7 +30,7 @@ import torch
 
 import model as models
 import utils
-from reid import datasets, extraction, files, images, metrics, runs
+from reid import datasets, distributed, extraction, files, images, metrics, pipeline, runs
 from reid.features import FEATURES_FORMAT, load_features, multi_query_path, save_features
 from utils import UserError
 
@@ -70,10 +70,10 @@ def pictures(test_dir, split, size):
     if not os.path.isdir(folder):
         hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
         raise UserError(f"{folder} does not exist", hint)
-    dataset = images.image_folder(folder, images.image_transforms(size))
-    names = [datasets.parse_image_name(path) for path, _ in dataset.samples]
-    images.check_images([path for path, _ in dataset.samples])
-    return dataset, [n.pid for n in names], [n.camid for n in names]
+    samples = images.image_folder(folder).samples
+    names = [datasets.parse_image_name(path) for path, _ in samples]
+    images.check_images([path for path, _ in samples])
+    return pipeline.ResizedPictures(samples, size), [n.pid for n in names], [n.camid for n in names]
 
 
 def record_result(args, lines):
@@ -94,14 +94,26 @@ def main(argv=None):
     run_dir, overrides = runs.run_dir(args.name), model_overrides(parser, argv)
     options, saved = models.trained_options(run_dir, overrides)
     spec = models.get_backbone(options["backbone"])
-    device, _ = utils.select_device(args.gpu_ids)
+    world = distributed.from_environment()   # under torchrun each process extracts its share of every split
+    device, _ = distributed.choose_device(world, args.gpu_ids)
     splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
     data = {split: pictures(args.test_dir, split, spec.input_size) for split in splits}
     net, options = models.load_trained(run_dir, args.which_epoch, device, overrides)
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
-    features = {split: extraction.extract_features(net, data[split][0], device, args.batchsize, scales, args.num_workers,
-                                        amp_dtype, desc=split).numpy() for split in splits}
+    distributed.start(world, device)
+    try:
+        features = {split: extraction.extract_features(net, data[split][0], device, args.batchsize, scales,
+                                                       args.num_workers, amp_dtype, split, world).numpy()
+                    for split in splits}
+    finally:
+        distributed.stop(world)
+    if world.main:   # one process writes and evaluates
+        return write_and_evaluate(args, options, data, features, device)
+
+
+def write_and_evaluate(args, options, data, features, device):
+    """pytorch_result.mat (and the multi-query file), the layumi summary lines, result.txt."""
     provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": FEATURES_FORMAT,
                   "opts": repr(options), "created": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
                   "run_id": uuid.uuid4().hex}
@@ -112,7 +124,7 @@ def main(argv=None):
     if args.multi:
         multi_path = multi_query_path(args.output)
         save_features(multi_path, {"mquery_f": features["multi-query"], "mquery_label": data["multi-query"][1],
-                                         "mquery_cam": data["multi-query"][2]}, provenance)
+                                   "mquery_cam": data["multi-query"][2]}, provenance)
     print(f"wrote {args.output}: {len(features['query'])} queries, {len(features['gallery'])} gallery pictures, "
           f"{features['query'].shape[1]}-d features" + (f"; and {multi_path}" if multi_path else ""))
     result = load_features(args.output)

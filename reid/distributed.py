@@ -95,6 +95,33 @@ def rank_share(batchsize, world):
     return slice(world.rank * share, (world.rank + 1) * share)
 
 
+def shard(count, world):
+    """This rank's contiguous share of ``count`` items (test.py's pictures), as a range; shares differ by <= 1."""
+    start = world.rank * count // world.size
+    return range(start, (world.rank + 1) * count // world.size)
+
+
+def gather_rows(world, rows, device):
+    """Every rank's (n_i, D) float tensor (None for an empty share), stacked in rank order, on every rank:
+    padded to the longest share for all_gather (gloo on the CPU, NCCL from ``device``), then trimmed."""
+    import torch
+
+    if not world.distributed:
+        return rows if rows is not None else torch.empty(0, 0)
+    import torch.distributed as dist
+
+    shape = torch.tensor(list(rows.shape) if rows is not None else [0, 0], device=device)
+    shapes = [torch.zeros_like(shape) for _ in range(world.size)]
+    dist.all_gather(shapes, shape)
+    longest, width = (max(int(s[i]) for s in shapes) for i in (0, 1))
+    padded = torch.zeros(longest, width, device=device)
+    if rows is not None:
+        padded[:len(rows)] = rows.to(device)
+    gathered = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[:int(s[0])] for part, s in zip(gathered, shapes)]).cpu()
+
+
 def reduce_sums(world, *values):
     """The sum over ranks of each value (loss totals, correct counts), as floats."""
     if not world.distributed:

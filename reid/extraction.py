@@ -5,34 +5,37 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from reid import distributed
+from reid.pipeline import normalise_pixels
 from utils import UserError
 
 
 @torch.inference_mode()
-def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features"):
-    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU).
+def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features",
+                     world=distributed.World()):
+    """L2-normalised features of every picture in ``dataset`` (float32, on the CPU), in dataset order.
 
-    ``scales`` are layumi's ``--ms`` values: area scales, so each side is resized by sqrt(scale). One
-    difference is kept on purpose: every scale resizes the original picture, where layumi's loop resizes
-    the previous scale's result (the same for ``--ms 1,1.1``; with three or more scales ours are as typed).
+    ``dataset`` yields uint8 pictures (``reid.pipeline.ResizedPictures``: decoded and resized in the
+    loader's workers, normalised here on the device, a quarter of the bytes to copy) or normalised float
+    tensors. With several processes (torchrun) each extracts its contiguous share and every process
+    receives the whole matrix. ``scales`` are layumi's ``--ms`` values: area scales, so each side is
+    resized by sqrt(scale). One difference is kept on purpose: every scale resizes the original picture,
+    where layumi's loop resizes the previous scale's result (the same for ``--ms 1,1.1``; with three or
+    more scales ours are as typed).
     """
-    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    chunks = []
-    with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
+    share = distributed.shard(len(dataset), world)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, share), batchsize, shuffle=False,
+                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    features, done = None, 0
+    with tqdm(total=len(share), desc=desc, unit="img", leave=False, disable=not world.main) as bar:
         for images, _ in loader:
-            images = images.to(device, non_blocking=True)
-            total = 0
-            for view in (images, images.flip(3)):
-                for scale in scales:   # an area scale, as in layumi's test.py: each side times sqrt(scale)
-                    scaled = view if scale == 1 else F.interpolate(view, scale_factor=math.sqrt(scale),
-                                                                   mode="bicubic", align_corners=False)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                        total = total + net.features(scaled).float()
-            chunks.append(normalise(total).cpu())
-            bar.update(len(images))
-    features = torch.cat(chunks)
+            batch = picture_features(net, images.to(device, non_blocking=True), scales, amp_dtype)
+            if features is None:   # written in place: no list of chunks to concatenate (and hold twice)
+                features = torch.empty(len(share), batch.shape[1])
+            features[done:done + len(batch)] = batch
+            done += len(batch)
+            bar.update(len(batch))
+    features = distributed.gather_rows(world, features, device)
     broken = int((~torch.isfinite(features).all(1)).sum())
     if broken:
         raise UserError(f"the model gives non-finite features (nan or inf) for {broken} of {len(features)} "
@@ -40,6 +43,21 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
                         "train again with a smaller --lr (train.jpg shows where the loss exploded), "
                         "or pass an earlier --which_epoch")
     return features
+
+
+def picture_features(net, images, scales, amp_dtype):
+    """The normalised feature of each picture of a batch: summed over it and its mirror image, at every scale."""
+    if images.dtype == torch.uint8:
+        images = normalise_pixels(images)
+    use_amp = amp_dtype is not None and images.device.type == "cuda"
+    total = 0
+    for view in (images, images.flip(3)):
+        for scale in scales:   # an area scale, as in layumi's test.py: each side times sqrt(scale)
+            scaled = view if scale == 1 else F.interpolate(view, scale_factor=math.sqrt(scale),
+                                                           mode="bicubic", align_corners=False)
+            with torch.autocast(images.device.type, dtype=amp_dtype, enabled=use_amp):
+                total = total + net.features(scaled).float()
+    return normalise(total).cpu()
 
 
 def normalise(features):

@@ -1,8 +1,6 @@
 """Pictures in, tensors out: which files are pictures, the train/test transforms, folder loading and checks."""
 import os
 
-from PIL import Image
-
 from utils import UserError
 
 
@@ -70,17 +68,3 @@ def image_folder(folder, transform=None):
         return ImageFolder(folder, transform)
     except FileNotFoundError as err:   # an empty identity folder, or no picture at all
         raise UserError(f"{folder}: {err}", "rebuild it with prepare.py --force") from None
-
-
-class PictureList:
-    """A dataset of picture paths with the test transform (label 0), for own-photo search."""
-
-    def __init__(self, paths, size):
-        self.paths, self.transform = paths, image_transforms(size)
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        with Image.open(self.paths[index]) as picture:
-            return self.transform(picture.convert("RGB")), 0

@@ -120,14 +120,20 @@ def apply_augmentation(pictures, choice):
     cols = torch.where(choice.flip[:, None], cols.flip(1), cols)
     batch = torch.arange(count, device=device)[:, None, None]
     cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
-    images = (cropped.float() - mean) / std
+    images = normalise_pixels(cropped)
     top, left, box_h, box_w = (column[:, None] for column in choice.erase_box.unbind(1))
     inside_rows = (torch.arange(height, device=device) >= top) & (torch.arange(height, device=device) < top + box_h)
     inside_cols = (torch.arange(width, device=device) >= left) & (torch.arange(width, device=device) < left + box_w)
     erased = inside_rows[:, :, None] & inside_cols[:, None, :] & choice.erase[:, None, None]
     return images.masked_fill(erased[:, None], 0.0)
+
+
+def normalise_pixels(pictures):
+    """uint8 pictures (N, 3, H, W) -> float32 normalised with ImageNet's mean and std, by the same float32
+    operations as ToTensor + Normalize (so the values are bit-identical on the CPU)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=pictures.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pictures.device).view(1, 3, 1, 1)
+    return pictures.float().div(255).sub(mean).div(std)
 
 
 class DeviceBatches:

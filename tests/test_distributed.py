@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ import train
 from conftest import ROOT, run_cli
 from reid import distributed, recipes
 from reid.distributed import World
+from reid.features import load_features
 from test_train import FAST
 
 
@@ -122,3 +124,32 @@ def test_sync_bn_is_refused_on_the_cpu_and_a_no_op_alone():
         distributed.sync_batchnorm(net, World(0, 0, 2), torch.device("cpu"))
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)   # what the CUDA path does
     assert isinstance(converted[1], torch.nn.SyncBatchNorm) and converted[1].weight is net[1].weight
+
+
+def test_two_processes_extract_the_same_features_as_one(prepared_market, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    train.main(["--data_dir", str(prepared_market), "--name", "shards", *FAST, "--total_epoch", "1"])
+    common = ["--gpu_ids", "-1", "--name", "shards", "--test_dir", str(prepared_market), "--num_workers", "0",
+              "--batchsize", "16", "--multi"]
+    code, out, err = run_cli(stage4.main, [*common, "--output", tmp_path / "one.mat"], capsys)
+    assert code == 0, err
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          os.path.join(ROOT, "test.py"), *common, "--output", str(tmp_path / "two.mat")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("Rank@1:") == 2 and run.stdout.count("wrote ") == 1   # single and multi-query, once
+    one, two = load_features(str(tmp_path / "one.mat")), load_features(str(tmp_path / "two.mat"))
+    for key in ("query_label", "query_cam", "gallery_label", "gallery_cam"):
+        assert np.array_equal(one[key], two[key]), key
+    for key in ("query_f", "gallery_f"):
+        assert one[key].shape == two[key].shape and np.abs(one[key] - two[key]).max() < 1e-5, key
+    multi = load_features(str(tmp_path / "two_multi_query.mat"), multi=True)
+    assert len(multi["mquery_f"]) == len(load_features(str(tmp_path / "one_multi_query.mat"), multi=True)["mquery_f"])
+
+
+def test_uneven_shards_are_gathered_in_order():
+    shares = [distributed.shard(7, World(rank, rank, 3)) for rank in range(3)]
+    assert [list(share) for share in shares] == [[0, 1], [2, 3], [4, 5, 6]]
+    assert [list(share) for share in (distributed.shard(1, World(0, 0, 2)), distributed.shard(1, World(1, 1, 2)))] \
+        == [[], [0]]
