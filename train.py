@@ -64,16 +64,8 @@ def build_parser():
     models.add_backbone_arguments(p, default="resnet50")
     recipes.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
-    p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
-    p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back, with a note, "
-                   "where it cannot run)")
-    p.add_argument("--sync_bn", action="store_true", help="several GPU processes: BatchNorm statistics over the "
-                   "whole global batch")
+    acceleration.add_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights on CPU")
-    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
-    p.add_argument("--input_pipeline", choices=list(pipeline.PIPELINES), default="auto",
-                   help="; ".join(f"{name}: {what}" for name, what in pipeline.PIPELINES.items()))
     p.add_argument("--resume", action="store_true", help="continue model/NAME from its last finished epoch")
     p.add_argument("--overwrite", action="store_true", help="delete an existing model/NAME and start again")
     return p
@@ -89,8 +81,6 @@ def resolve_options(parser, argv):
     if legacy:
         args.backbone = LEGACY_FLAGS[legacy[0]]
     recipes.apply_recipe(args, typed, models.get_backbone(args.backbone).supports_stride)
-    if args.fp16 and args.bf16:
-        parser.error("--fp16 and --bf16 exclude each other")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite deletes it: pass one of them")
     recipes.check_ranges(parser, args)
@@ -105,6 +95,7 @@ def resolve_options(parser, argv):
             if key in saved and key not in typed:
                 setattr(args, key, saved[key])
     recipes.check_arguments(parser, args, models.get_backbone(args.backbone))
+    acceleration.check_arguments(parser, args)
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
         parser.error(f"--stride 1 is not available for {args.backbone}")
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml

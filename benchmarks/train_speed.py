@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/train_speed.py                    # CPU: resnet18, mobilenet_v3 and resnet50
-    python benchmarks/train_speed.py --gpu_ids 0        # GPU: resnet50 fp32 vs --fp16 / --bf16 (channels_last)
+    python benchmarks/train_speed.py --gpu_ids 0        # GPU: resnet50 fp32 vs bf16 vs bf16 + channels_last (+ compile)
 
 Each row runs the same ``train.run_epoch`` as training does (forward, loss, backward, SGD step, and
 on CUDA autocast/GradScaler/channels_last) and prints images/s and the ratio to the first row, which
@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as models  # noqa: E402
 import train  # noqa: E402
+from reid import acceleration  # noqa: E402
 import utils  # noqa: E402
 
 
@@ -29,17 +30,21 @@ def build_parser():
     parser.add_argument("--gpu_ids", default="-1", help="-1 for the CPU, or a GPU id")
     parser.add_argument("--batchsize", type=int, default=None, help="pictures per step (default: 16 CPU, 64 GPU)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per row (default: 4 CPU, 30 GPU)")
+    parser.add_argument("--compile", action="store_true", help="CPU: add a torch.compile row (slow to compile)")
     return parser
 
 
-def measure(backbone, precision, device, batchsize, steps):
-    """Images per second of ``steps`` training steps, after two warm-up steps."""
+def measure(backbone, precision, device, batchsize, steps, channels_last=True, compile=False):
+    """Images per second of ``steps`` training steps, after two warm-up steps (which also compile)."""
     spec = models.get_backbone(backbone)
     flags = ["--backbone", backbone, "--no_pretrained"] + ([f"--{precision}"] if precision != "fp32" else [])
     args = train.resolve_options(train.build_parser(), flags)
     net = train.build_network(args, spec, 751, device)
     ctx = train.training_context(args, net, device)
     ctx.progress = False
+    if not channels_last:   # train.py uses channels_last on CUDA; this row measures what it gains
+        net, ctx.memory_format = net.to(memory_format=torch.contiguous_format), torch.contiguous_format
+    net = acceleration.compiled(net, compile, device)
     images = torch.randn((steps + 2) * batchsize, 3, *spec.input_size)
     labels = torch.randint(0, 751, ((steps + 2) * batchsize,))
     dataset = torch.utils.data.TensorDataset(images, labels)
@@ -63,16 +68,20 @@ def main(argv=None):
     cuda = device.type == "cuda"
     batchsize = args.batchsize or (64 if cuda else 16)
     steps = args.steps or (30 if cuda else 4)
-    rows = ([("resnet50", "fp32"), ("resnet50", "fp16"), ("resnet50", "bf16"), ("resnet18", "fp32")] if cuda
-            else [("resnet50", "fp32"), ("resnet18", "fp32"), ("mobilenet_v3", "fp32")])
+    rows = ([("resnet50", "fp32", False, False), ("resnet50", "bf16", False, False), ("resnet50", "fp16", True, False),
+             ("resnet50", "bf16", True, False), ("resnet50", "bf16", True, True), ("resnet18", "bf16", True, False)]
+            if cuda else [("resnet50", "fp32", False, False), ("resnet18", "fp32", False, False),
+                          ("mobilenet_v3", "fp32", False, False)] + ([("resnet50", "fp32", False, True)] if args.compile else []))
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{name}, torch {torch.__version__}")
-    print(f"{'backbone':<14}{'precision':<11}{'batch':>5}{'images/s':>10}  vs first row")
+    print(f"{'backbone':<14}{'precision':<11}{'layout':<15}{'compiled':<10}{'batch':>5}{'images/s':>10}  vs first row")
     first = None
-    for backbone, precision in rows:
-        speed = measure(backbone, precision, device, batchsize, steps)
+    for backbone, precision, channels_last, compile in rows:
+        speed = measure(backbone, precision, device, batchsize, steps, channels_last, compile)
         first = first or speed
-        print(f"{backbone:<14}{precision:<11}{batchsize:>5}{speed:>10.1f}  {speed / first:.2f}x")
+        layout = "channels_last" if channels_last and cuda else "contiguous"
+        print(f"{backbone:<14}{precision:<11}{layout:<15}{'yes' if compile else 'no':<10}{batchsize:>5}{speed:>10.1f}"
+              f"  {speed / first:.2f}x")
 
 
 if __name__ == "__main__":

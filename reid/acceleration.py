@@ -1,6 +1,31 @@
-"""How a step runs fast on its device: torch.compile (with its fallback where it cannot run)."""
+"""How a step runs fast on its device: train.py's speed flags, and torch.compile (with its fallback where it
+cannot run)."""
+import os
 import shutil
 import sys
+
+from reid.pipeline import PIPELINES
+
+
+def add_arguments(p):
+    """train.py's flags for precision, compilation, several processes and the input pipeline."""
+    p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
+    p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back, with a note, "
+                   "where it cannot run)")
+    p.add_argument("--sync_bn", action="store_true", help="several GPU processes: BatchNorm statistics over the "
+                   "whole global batch")
+    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
+    p.add_argument("--input_pipeline", choices=list(PIPELINES), default="auto",
+                   help="; ".join(f"{name}: {what}" for name, what in PIPELINES.items()))
+
+
+def check_arguments(parser, args):
+    """``parser.error`` for speed flags that cannot go together."""
+    if args.fp16 and args.bf16:
+        parser.error("--fp16 and --bf16 exclude each other")
+    if args.input_pipeline == "device" and args.color_jitter:
+        parser.error("--color_jitter runs in the per-picture pipeline only: drop it or --input_pipeline device")
 
 
 def compile_blocker(device):

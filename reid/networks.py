@@ -58,13 +58,24 @@ class ClassBlock(nn.Module):
         return (logits, x if self.bnneck else feature) if self.return_f else logits
 
 
+def freeze_unused(backbone, head):
+    """Mark the trunk's unused ImageNet classifier ``head`` as not trainable: it keeps its place in the
+    state_dict (layumi's checkpoints load strictly), and DistributedDataParallel, which waits for a
+    gradient of every trainable parameter, does not wait for it. The optimiser skipped it already."""
+    if head is not None and hasattr(backbone, head):
+        getattr(backbone, head).requires_grad_(False)
+
+
 class ReIDNet(nn.Module):
     """A backbone ``self.model`` whose ``pool`` gives one vector per picture, and a ClassBlock head."""
+
+    unused_head = None   # the trunk's own ImageNet classifier, kept for layumi's checkpoints but never run
 
     def __init__(self, backbone, pooled_dim, class_num, droprate=0.5, linear_num=512, circle=False):
         super().__init__()
         self.model = backbone
         self.classifier = ClassBlock(pooled_dim, class_num, droprate, linear=linear_num, return_f=circle)
+        freeze_unused(backbone, self.unused_head)
 
     def pool(self, x):
         return self.model(x)
@@ -86,6 +97,8 @@ class ResNetReID(ReIDNet):
     torchvision's ``fc`` stays in the module, unused, because layumi's checkpoints contain it.
     """
 
+    unused_head = "fc"
+
     def pool(self, x):
         m = self.model
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
@@ -95,6 +108,8 @@ class ResNetReID(ReIDNet):
 
 class DenseNetReID(ReIDNet):
     """torchvision DenseNet-121 (layumi's ``ft_net_dense``): pooled straight after ``norm5``."""
+
+    unused_head = "classifier"
 
     def pool(self, x):
         return torch.flatten(self.model.features(x), 1)
@@ -112,6 +127,7 @@ class PCB(nn.Module):
     def __init__(self, backbone, class_num, droprate=0.5):
         super().__init__()
         self.model = backbone
+        freeze_unused(backbone, "fc")
         self.avgpool = nn.AdaptiveAvgPool2d((self.parts, 1))
         self.dropout = nn.Dropout(p=0.5)
         for i in range(self.parts):

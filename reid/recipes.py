@@ -170,8 +170,6 @@ def check_arguments(parser, args, backbone):
         alias = f" (--{backbone.legacy_flag})" if backbone.legacy_flag else ""
         parser.error(f"--{' --'.join(chosen_losses(args) or ['bnneck'])} need(s) one feature per picture; "
                      f"--backbone {backbone.name}{alias} has {backbone.parts}")
-    if args.input_pipeline == "device" and args.color_jitter:
-        parser.error("--color_jitter runs in the per-picture pipeline only: drop it or --input_pipeline device")
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label_smoothing must be within [0, 1)")
     if args.ins_gamma <= 0 or args.triplet_margin < 0 or args.center_weight <= 0:
