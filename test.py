@@ -24,6 +24,7 @@ A correct run prints a progress bar per split, then:
 import argparse
 import datetime
 import os
+import tempfile
 import uuid
 
 import torch
@@ -31,7 +32,7 @@ import torch
 import model as models
 import utils
 from reid import datasets, distributed, extraction, files, images, metrics, pipeline, runs
-from reid.features import FEATURES_FORMAT, load_features, multi_query_path, save_features
+from reid.features import FEATURES_FORMAT, feature_store, load_features, multi_query_path, save_features
 from utils import UserError
 
 
@@ -102,14 +103,17 @@ def main(argv=None):
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
     distributed.start(world, device)
-    try:
-        features = {split: extraction.extract_features(net, data[split][0], device, args.batchsize, scales,
-                                                       args.num_workers, amp_dtype, split, world).numpy()
-                    for split in splits}
-    finally:
-        distributed.stop(world)
-    if world.main:   # one process writes and evaluates
-        return write_and_evaluate(args, options, data, features, device)
+    # the features go to a column-major file beside --output as they are extracted: a gallery of any size
+    # is paged to disk, not held twice in memory (reid/features.py); the folder goes when test.py ends
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.output)), prefix=".features-") as scratch:
+        try:
+            features = {split: extraction.extract_features(
+                net, data[split][0], device, args.batchsize, scales, args.num_workers, amp_dtype, split, world,
+                feature_store(scratch)).numpy() for split in splits}
+        finally:
+            distributed.stop(world)
+        if world.main:   # one process writes and evaluates
+            return write_and_evaluate(args, options, data, features, device)
 
 
 def write_and_evaluate(args, options, data, features, device):

@@ -12,13 +12,14 @@ from utils import UserError
 
 @torch.inference_mode()
 def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers=0, amp_dtype=None, desc="features",
-                     world=distributed.World()):
+                     world=distributed.World(), allocate=torch.empty):
     """L2-normalised features of every picture in ``dataset`` (float32, on the CPU), in dataset order.
 
     ``dataset`` yields uint8 pictures (``reid.pipeline.ResizedPictures``: decoded and resized in the
     loader's workers, normalised here on the device, a quarter of the bytes to copy) or normalised float
-    tensors. With several processes (torchrun) each extracts its contiguous share and every process
-    receives the whole matrix. ``scales`` are layumi's ``--ms`` values: area scales, so each side is
+    tensors. ``allocate(rows, dim)`` gives the matrix the features are written into, batch by batch
+    (``reid.features.feature_store``: a file on disk). With several processes (torchrun) each extracts
+    its contiguous share and every process receives the whole matrix. ``scales`` are layumi's ``--ms`` values: area scales, so each side is
     resized by sqrt(scale). One difference is kept on purpose: every scale resizes the original picture,
     where layumi's loop resizes the previous scale's result (the same for ``--ms 1,1.1``; with three or
     more scales ours are as typed).
@@ -26,17 +27,18 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
     share = distributed.shard(len(dataset), world)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, share), batchsize, shuffle=False,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
-    features, done = None, 0
+    features, done, broken = None, 0, 0
     with tqdm(total=len(share), desc=desc, unit="img", leave=False, disable=not world.main) as bar:
         for images, _ in loader:
             batch = picture_features(net, images.to(device, non_blocking=True), scales, amp_dtype)
             if features is None:   # written in place: no list of chunks to concatenate (and hold twice)
-                features = torch.empty(len(share), batch.shape[1])
+                features = allocate(len(share), batch.shape[1])
             features[done:done + len(batch)] = batch
+            broken += int((~torch.isfinite(batch).all(1)).sum())
             done += len(batch)
             bar.update(len(batch))
     features = distributed.gather_rows(world, features, device)
-    broken = int((~torch.isfinite(features).all(1)).sum())
+    broken = int(distributed.reduce_sums(world, broken)[0])
     if broken:
         raise UserError(f"the model gives non-finite features (nan or inf) for {broken} of {len(features)} "
                         f"{desc} pictures: its weights diverged in training, so nothing was written",

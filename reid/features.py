@@ -13,18 +13,79 @@ FEATURES_FORMAT = 1
 
 def save_features(path, arrays, provenance):
     """Write features the way layumi's scripts read them (float32 [N, D]; int64 [1, N] labels and
-    cameras) plus provenance (model, epoch, opts, time, run id, format version), atomically."""
+    cameras) plus provenance (model, epoch, opts, time, run id, format version), atomically.
+
+    scipy writes the small arrays; each feature matrix is then appended by ``append_matrix``, a block of
+    columns at a time, so writing never needs a second copy of the features in memory (test.py extracts
+    into a column-major file on disk: see ``feature_store``). The file is one .mat that scipy.io.loadmat
+    and MATLAB read as if savemat had written it all.
+    """
     import numpy as np
     import scipy.io
 
-    data = {}
-    for key, value in arrays.items():
-        if key.endswith("_f"):
-            data[key] = np.asarray(value, dtype=np.float32)
-        else:
-            data[key] = np.asarray(value, dtype=np.int64).reshape(1, -1)
-    data.update({key: provenance[key] for key in PROVENANCE_KEYS if key in provenance})
-    atomic_write(path, lambda temporary: scipy.io.savemat(temporary, data))
+    small = {key: np.asarray(value, dtype=np.int64).reshape(1, -1) for key, value in arrays.items()
+             if not key.endswith("_f")}
+    small.update({key: provenance[key] for key in PROVENANCE_KEYS if key in provenance})
+
+    def write(temporary):
+        scipy.io.savemat(temporary, small)
+        with open(temporary, "ab") as handle:
+            for key, value in arrays.items():
+                if key.endswith("_f"):
+                    append_matrix(handle, key, value)
+
+    atomic_write(path, write)
+
+
+MAT_ELEMENT_LIMIT = 2**31 - 1   # bytes one element of a version-5 .mat file can hold (its size is an int32)
+(MI_INT8, MI_INT32, MI_UINT32, MI_SINGLE, MI_MATRIX), MX_SINGLE_CLASS = (1, 5, 6, 7, 14), 7
+COLUMNS_AT_ONCE = 64
+
+
+def append_matrix(handle, name, matrix):
+    """Append a float32 matrix (N x D: any array, a memory map too) to an open version-5 .mat file as the
+    variable ``name``: MATLAB's layout of a real single matrix (flags, dimensions, name, column-major data),
+    written COLUMNS_AT_ONCE columns at a time."""
+    import struct
+
+    import numpy as np
+
+    rows, cols = matrix.shape
+    label = name.encode("ascii")
+    data_bytes = rows * cols * 4
+    pad = lambda size: b"\0" * (-size % 8)   # noqa: E731  (every element starts on an 8-byte boundary)
+    size = 16 + 16 + 8 + len(label) + len(pad(len(label))) + 8 + data_bytes + len(pad(data_bytes))
+    check_matrix_size(name, rows, cols)
+    handle.write(struct.pack("<II", MI_MATRIX, size) + struct.pack("<IIII", MI_UINT32, 8, MX_SINGLE_CLASS, 0)
+                 + struct.pack("<IIii", MI_INT32, 8, rows, cols) + struct.pack("<II", MI_INT8, len(label))
+                 + label + pad(len(label)) + struct.pack("<II", MI_SINGLE, data_bytes))
+    for start in range(0, cols, COLUMNS_AT_ONCE):
+        handle.write(np.asarray(matrix[:, start:start + COLUMNS_AT_ONCE], dtype="<f4").tobytes(order="F"))
+    handle.write(pad(data_bytes))
+
+
+def check_matrix_size(name, rows, cols):
+    """One matrix of a version-5 .mat file holds at most 2 GiB (with room for its header)."""
+    if rows * cols * 4 + 256 > MAT_ELEMENT_LIMIT:
+        raise UserError(f"{name} ({rows} x {cols} float32, {rows * cols * 4 / 2**30:.1f} GiB) are larger than the "
+                        "2 GiB one matrix of a .mat file can hold", "extract a smaller gallery per run (split its "
+                        "folders), or train with a smaller --linear_num")
+
+
+def feature_store(folder):
+    """``allocate(rows, dim)`` for ``extraction.extract_features``: a column-major float32 file in
+    ``folder`` per split, mapped into memory, so the features of a gallery of any size are paged to disk
+    as they are extracted and ``append_matrix`` reads them back one block of columns at a time."""
+    import numpy as np
+    import torch
+
+    def allocate(rows, dim):   # the format's limit, checked after the first batch rather than at the end
+        check_matrix_size("the features", rows, dim)
+        path = os.path.join(folder, f"features-{len(os.listdir(folder))}.npy")
+        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dim), fortran_order=True)
+        return torch.from_numpy(mapped)
+
+    return allocate
 
 
 def multi_query_path(output):
