@@ -1,13 +1,17 @@
-"""Stage 1: arrange a Market-1501 download into the ImageFolder trees the later stages read.
+"""Stage 1: arrange a re-ID dataset download into the ImageFolder trees the later stages read.
 
 Usage:
-    python prepare.py --download_path ../Market                  # the course's default
+    python prepare.py --download_path ../Market                  # Market-1501, the course's default
     python prepare.py --download_path ../Market-1501-v15.09.15   # the unzipped folder, as it is
     python prepare.py --download_path data/Market --link symlink # no second copy of the images
-(``prepare_Duke.py`` does the same for DukeMTMC-reID.)
+    python prepare.py --dataset msmt17 --download_path ../MSMT17_V1     # or MSMT17_V2
+    python prepare.py --dataset cuhk03 --cuhk03_kind detected --download_path ../cuhk03-np
+    python prepare.py --dataset veri --download_path ../VeRi
+(``prepare_Duke.py`` is ``--dataset duke``.)
 
-Reads:  ROOT/{bounding_box_train,bounding_box_test,query}/ and, for Market-1501, ROOT/gt_bbox/.
-Writes: ROOT/pytorch/{train_all,train,val,query,gallery,multi-query}/<pid>/<file> and
+Reads:  ROOT/{bounding_box_train,bounding_box_test,query}/ and, for Market-1501, ROOT/gt_bbox/; the
+        other releases' folders and list files as reid/datasets.py's table says (reid/sources.py reads them).
+Writes: ROOT/pytorch/{train_all,train,val,query,gallery,multi-query}/<pid>/<file> (CUHK03-NP: ROOT/KIND/pytorch) and
         ROOT/pytorch/prepare_manifest.json; nothing else under ROOT is ever touched.
         train_all = bounding_box_train; val = the first file of each identity in sorted order;
         train = train_all minus val; gallery = bounding_box_test with its -1 and 0000 folders;
@@ -30,14 +34,13 @@ import json
 import os
 import shutil
 import time
-from collections import Counter, namedtuple
 
 from tqdm import tqdm
 
 import utils
 from reid import files
-from reid.datasets import BENCHMARKS, PREPARED_MANIFEST, TOY_MANIFEST, NameRuleError
-from reid.images import is_image_file
+from reid.sources import check_layout, plan_splits
+from reid.datasets import BENCHMARKS, PREPARED_MANIFEST, TOY_MANIFEST
 from utils import UserError, cli_main
 
 MANIFEST = PREPARED_MANIFEST
@@ -45,9 +48,8 @@ FORMAT_VERSION = 1
 OUTPUT, PARTIAL, OLD, LOCK = "pytorch", ".pytorch.partial", ".pytorch.old", ".pytorch.lock"
 
 
-SPLIT_ORIGIN = {"train_all": "bounding_box_train", "train": "train_all minus val",
-                "val": "first file of each identity (sorted)", "query": "query",
-                "gallery": "bounding_box_test (junk and distractors kept)", "multi-query": "gt_bbox"}
+DERIVED_ORIGIN = {"train": "train_all minus val", "val": "first file of each identity (sorted)"}
+DATASETS = ("market", "duke", "msmt17", "cuhk03", "veri")   # --dataset; cuhk03 with --cuhk03_kind
 LINKERS = {
     "copy": shutil.copyfile,
     # relative, so that the dataset folder can be moved or mounted elsewhere as a whole
@@ -55,89 +57,28 @@ LINKERS = {
     "hardlink": os.link,
 }
 
-Entry = namedtuple("Entry", "source label filename")  # one file to place: pytorch/<split>/<label>/<filename>
 
 
-def build_parser(benchmark="market"):
-    spec = BENCHMARKS[benchmark]
+def build_parser(default="market"):
+    spec = BENCHMARKS[default]
     parser = utils.ArgumentParser(
-        prog=spec.script,
-        description=f"Arrange a {spec.title} download into ROOT/pytorch/ for training and testing.")
-    parser.add_argument("--download_path", default=spec.default_root,
-                        help=f"ROOT: the unzipped {spec.title} folder (holding bounding_box_train/ ...)")
+        prog=spec.script, description="Arrange a re-ID dataset download into ROOT/pytorch/ for training and testing.")
+    parser.add_argument("--dataset", choices=DATASETS, default=default,
+                        help="which release ROOT holds: Market-1501, DukeMTMC-reID, MSMT17 (V1 or V2), CUHK03-NP "
+                             "or VeRi-776")
+    parser.add_argument("--cuhk03_kind", choices=("labeled", "detected"), default="labeled",
+                        help="--dataset cuhk03: the hand-drawn (labeled) or the detector's (detected) boxes")
+    parser.add_argument("--download_path", default=None,
+                        help="ROOT: the unzipped release (default: the dataset's usual folder, e.g. ../Market)")
     parser.add_argument("--link", choices=sorted(LINKERS), default="copy",
                         help="how files reach pytorch/: copy, or symlink/hardlink to avoid a second copy")
     parser.add_argument("--force", action="store_true", help="rebuild pytorch/ even when it is up to date")
     return parser
 
 
-def check_layout(root, spec):
-    """Fail before any work when ROOT is missing or is not laid out like the benchmark."""
-    if not os.path.exists(root):
-        raise UserError(f"dataset folder {root} does not exist", f"{spec.download_hint}; then pass --download_path")
-    if not os.path.isdir(root):
-        raise UserError(f"{root} is a file, not the dataset folder", "pass the unzipped folder as --download_path")
-    missing = [folder for _, folder, required in spec.sources
-               if required and not os.path.isdir(os.path.join(root, folder))]
-    if not missing:
-        return
-    nested = [child for child in sorted(os.listdir(root))
-              if os.path.isdir(os.path.join(root, child, "bounding_box_train"))]
-    if nested:
-        raise UserError(f"{root} has no {', '.join(m + '/' for m in missing)} but {nested[0]}/ inside it "
-                        "looks like the dataset",
-                        f"pass --download_path {os.path.join(root, nested[0])}")
-    raise UserError(f"{root} has no {', '.join(m + '/' for m in missing)}, so it is not the {spec.title} folder",
-                    f"pass the folder that holds bounding_box_train/, bounding_box_test/ and query/; {spec.download_hint}")
-
-
-def scan_folder(root, folder, spec):
-    """Parse every image name in ROOT/folder; on bad names, say which and suggest the other script."""
-    path = os.path.join(root, folder)
-    names = sorted(name for name in os.listdir(path) if is_image_file(name))
-    parsed, bad = [], []
-    for name in names:
-        try:
-            parsed.append(spec.parse(name))
-        except NameRuleError:
-            bad.append(name)
-    if bad:
-        others = [b for b in BENCHMARKS.values() if b is not spec and all(_parses(name, b) for name in bad)]
-        for other in others if len(bad) > len(parsed) else ():   # a few odd names among many good ones are strays
-            raise UserError(f"{path} holds {other.title} file names (e.g. {bad[0]}), not {spec.title} ones",
-                            f"run python {other.script} --download_path {root}")
-        raise UserError(f"{len(bad)} file(s) in {path} break the {spec.title} naming rule {spec.rule}: "
-                        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}",
-                        "move them out of that folder (this script never changes the source)")
-    if not parsed:
-        raise UserError(f"{path} holds no images", f"check the download is complete; {spec.download_hint}")
-    return [Entry(os.path.join(path, p.filename), p.label, p.filename) for p in parsed]
-
-
-def _parses(name, benchmark):
-    try:
-        benchmark.parse(name)
-        return True
-    except NameRuleError:
-        return False
-
-
-def plan_splits(root, spec):
-    """Every output split as a list of entries, in sorted order."""
-    splits = {}
-    for split, folder, required in spec.sources:
-        if required or os.path.isdir(os.path.join(root, folder)):
-            splits[split] = scan_folder(root, folder, spec)
-    first_seen = {}
-    for entry in splits["train_all"]:   # sorted, so the first entry of a label is its first file
-        first_seen.setdefault(entry.label, entry)
-    pictures = Counter(entry.label for entry in splits["train_all"])
-    # an identity with a single picture stays in train: val must not hold classes train lacks
-    splits["val"] = [e for e in first_seen.values() if pictures[e.label] > 1]
-    in_val = set(splits["val"])
-    splits["train"] = [e for e in splits["train_all"] if e not in in_val]
-    order = ("train_all", "train", "val", "query", "gallery", "multi-query")
-    return {split: splits[split] for split in order if split in splits}
+def benchmark_of(args):
+    """The BENCHMARKS entry that --dataset (and --cuhk03_kind) select."""
+    return BENCHMARKS[f"cuhk03-{args.cuhk03_kind}" if args.dataset == "cuhk03" else args.dataset]
 
 
 def source_digest(splits, link):
@@ -185,16 +126,27 @@ def build_tree(root, splits, link, manifest):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def counts_table(counts):
-    lines = [f"{'split':<13}{'images':>8}{'identities':>12}  from"]
+def counts_table(counts, spec, official=True):
+    """The images and identities of each split, where they come from, and (for a real download) the
+    published counts of the release beside them."""
+    origin = {source.split: " + ".join(source.lists) if source.lists else "/".join(source.folders)
+              for source in spec.sources}
+    lines = [f"{'split':<13}{'images':>8}{'identities':>12}" + (f"{'official':>18}" if official else "") + "  from"]
     for split, (images, identities) in counts.items():
-        lines.append(f"{split:<13}{images:>8}{identities:>12}  {SPLIT_ORIGIN[split]}")
+        published = spec.official.get(split)
+        column = (f"{published[0]:>9,}/{published[1] or '-':>8}" if published else f"{'':>18}") if official else ""
+        lines.append(f"{split:<13}{images:>8}{identities:>12}{column}  {origin.get(split) or DERIVED_ORIGIN[split]}")
     return "\n".join(lines)
+
+
+def is_toy(root):
+    """A set toy_data.py made (its manifest in ROOT, or beside labeled/ and detected/ for CUHK03-NP)."""
+    return any(os.path.exists(os.path.join(folder, TOY_MANIFEST)) for folder in (root, os.path.dirname(root)))
 
 
 def compare_official(root, spec, counts):
     """For a real download, say whether the counts are the published ones (a truncated unzip is common)."""
-    if os.path.exists(os.path.join(root, TOY_MANIFEST)):
+    if is_toy(root):
         return f"toy dataset ({TOY_MANIFEST} found): official {spec.title} counts not compared"
     differences = []
     for split, (images, identities) in spec.official.items():
@@ -208,11 +160,11 @@ def compare_official(root, spec, counts):
     return f"matches the official {spec.title} counts"
 
 
-def run(argv, benchmark):
-    """The whole stage for one benchmark; ``prepare_Duke.py`` calls it with ``"duke"``."""
-    spec = BENCHMARKS[benchmark]
-    args = build_parser(benchmark).parse_args(argv)
-    root = os.path.normpath(args.download_path)
+def run(argv, default):
+    """The whole stage; ``prepare_Duke.py`` calls it with ``"duke"`` as the default --dataset."""
+    args = build_parser(default).parse_args(argv)
+    spec = benchmark_of(args)
+    root = os.path.normpath(os.path.join(args.download_path or spec.default_root, spec.subfolder))
     check_layout(root, spec)
     splits = plan_splits(root, spec)
     if "multi-query" not in splits and spec.gt_bbox:
@@ -224,17 +176,17 @@ def run(argv, benchmark):
         with files.exclusive_lock(os.path.join(root, LOCK), output):
             return place_files(root, spec, args, splits, manifest)
     except PermissionError as err:
-        if up_to_date(output, manifest, args):   # a read-only, already prepared dataset is fine
+        if up_to_date(output, manifest, args, spec):   # a read-only, already prepared dataset is fine
             return output
         raise UserError(f"cannot write under {root}: {err.strerror} ({err.filename})",
                         "make the dataset folder writable, or prepare a writable copy of it") from None
 
 
-def up_to_date(output, manifest, args):
+def up_to_date(output, manifest, args, spec):
     """True (and the table printed) when pytorch/ was built from this very source and --force is not given."""
     if args.force or files.read_json(os.path.join(output, MANIFEST)) != manifest:
         return False
-    print(counts_table(manifest["splits"]))
+    print(counts_table(manifest["splits"], spec, official=False))
     print(f"{output} is already up to date for this source; nothing to do (--force rebuilds it)")
     return True
 
@@ -243,7 +195,7 @@ def place_files(root, spec, args, splits, manifest):
     """Under the lock: clean up, skip when up to date, else build pytorch/ and print the table."""
     output, counts = os.path.join(root, OUTPUT), manifest["splits"]
     remove_leftovers(root)
-    if up_to_date(output, manifest, args):
+    if up_to_date(output, manifest, args, spec):
         return output
     previous = files.read_json(os.path.join(output, MANIFEST))
     if os.path.exists(output):
@@ -256,7 +208,7 @@ def place_files(root, spec, args, splits, manifest):
     except OSError as err:
         raise UserError(f"cannot write under {root}: {err.strerror} ({err.filename})",
                         "check write permission and free space, or try another --link") from None
-    print(counts_table(counts))
+    print(counts_table(counts, spec, official=not is_toy(root)))
     print(compare_official(root, spec, counts))
     print(f"wrote {output} ({args.link}) in {time.time() - started:.1f} s")
     return output

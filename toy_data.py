@@ -1,4 +1,4 @@
-"""Make a toy dataset laid out and named exactly like Market-1501 or DukeMTMC-reID.
+"""Make a toy dataset laid out and named exactly like Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP or VeRi-776.
 
 The real benchmarks cannot be downloaded on the course machines, so the practical runs on this one.
 Each identity has a stable appearance (clothing colours and pattern, bag, hat, body shape) and each
@@ -8,11 +8,15 @@ several identities share clothing colours, so a model has to combine cues.
 Usage:
     python toy_data.py --out data --dataset market      # -> data/Market/
     python toy_data.py --out data --dataset duke        # -> data/DukeMTMC-reID/
+    python toy_data.py --out data --dataset msmt17      # -> data/MSMT17_V1/ (train/, test/, list_*.txt)
+    python toy_data.py --out data --dataset cuhk03      # -> data/cuhk03-np/{labeled,detected}/ (PNG)
+    python toy_data.py --out data --dataset veri        # -> data/VeRi/ (image_train/, image_query/, image_test/)
 
 Reads: nothing.
 Writes (Market):  OUT/Market/{bounding_box_train,bounding_box_test,query,gt_bbox,gt_query}/,
                   readme.txt, toy_dataset.json
 Writes (Duke):    OUT/DukeMTMC-reID/{bounding_box_train,bounding_box_test,query}/, toy_dataset.json
+(the others):     each release's folders and list files (reid/datasets.py's table), toy_dataset.json
 The protocol facts of the real sets hold: train and test identities are disjoint, every test
 identity is seen by >= 2 cameras and has one query per (identity, camera); Market's gallery holds
 distractors ``0000_*`` and junk ``-1_*``; Duke's gallery holds distractor identities seen by one camera.
@@ -33,16 +37,21 @@ from dataclasses import dataclass
 from multiprocessing import Pool
 
 import numpy as np
-import scipy.io
 from tqdm import tqdm
 
 import utils
-from reid import toy_render
-from reid.datasets import BENCHMARKS, JUNK_PID, TOY_MANIFEST, match_masks
+from reid import toy_layout, toy_render
+from reid.datasets import BENCHMARKS, JUNK_PID, TOY_MANIFEST
 from reid.files import read_json
 from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
+TOY_DATASETS = ("cuhk03", "duke", "market", "msmt17", "veri")
+
+
+def toy_benchmark(dataset):
+    """The dataset table's entry whose layout the toy ``dataset`` imitates."""
+    return BENCHMARKS["cuhk03-labeled" if dataset == "cuhk03" else dataset]
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,15 @@ class Shot:
 def build_parser():
     parser = utils.ArgumentParser(prog="toy_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", help="folder that receives Market/ or DukeMTMC-reID/")
-    parser.add_argument("--dataset", choices=sorted(BENCHMARKS), default="market", help="which benchmark to imitate")
+    parser.add_argument("--dataset", choices=TOY_DATASETS, default="market",
+                        help="which release to imitate (cuhk03: both labeled/ and detected/)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")
     parser.add_argument("--train_ids", type=int, default=100, help="identities in bounding_box_train")
     parser.add_argument("--test_ids", type=int, default=100, help="identities in query and bounding_box_test")
     parser.add_argument("--images_per_camera", type=int, default=3,
                         help="typical pictures of one identity in one camera (each gets this ±1)")
-    parser.add_argument("--max_cameras", type=int, default=4,
-                        help="most cameras one identity walks past (at least 2)")
+    parser.add_argument("--max_cameras", type=int, default=None,
+                        help="most cameras one identity walks past (at least 2; default 4, or all if fewer)")
     parser.add_argument("--distractors", type=int, default=40,
                         help="Market: 0000 false detections; Duke: identities seen by one camera only")
     parser.add_argument("--junk", type=int, default=40, help="Market: -1 bad detections in the gallery")
@@ -83,8 +93,10 @@ def check_args(parser, args):
         parser.error("--train_ids and --test_ids must be at least 2")
     if args.images_per_camera < 1:
         parser.error("--images_per_camera must be at least 1")
-    if not 2 <= args.max_cameras <= BENCHMARKS[args.dataset].cameras:
-        parser.error(f"--max_cameras must be between 2 and {BENCHMARKS[args.dataset].cameras} for {args.dataset}")
+    if args.max_cameras is None:
+        args.max_cameras = min(4, toy_benchmark(args.dataset).cameras)
+    if not 2 <= args.max_cameras <= toy_benchmark(args.dataset).cameras:
+        parser.error(f"--max_cameras must be between 2 and {toy_benchmark(args.dataset).cameras} for {args.dataset}")
     if args.distractors < 0 or args.junk < 0 or args.workers < 1:
         parser.error("--distractors and --junk must be >= 0, --workers >= 1")
     if args.train_ids + args.test_ids + 1 > 9999:
@@ -155,7 +167,7 @@ def gallery_extras(args, layout, rng, namer, distractor_pids):
 
 def plan_dataset(args):
     """Every picture to write, in a fixed order, from the seed alone."""
-    layout = BENCHMARKS[args.dataset]
+    layout = toy_benchmark(args.dataset)
     rng = np.random.default_rng([args.seed, 0])
     namer = Namer(layout, rng)
     train, test, distractors = choose_identities(args, layout, rng)
@@ -179,62 +191,31 @@ def draw_shot(job):
         person = toy_render.make_identity(np.random.default_rng(identity_seed))
     image = toy_render.render(rng, camera, person, crop=shot.crop)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
+    image.save(buffer, format="PNG" if shot.filename.endswith(".png") else "JPEG", quality=90)
     return buffer.getvalue()
 
 
-def mat_bytes(**arrays):
-    """A MATLAB file with a fixed header: scipy stamps the current time there, which breaks determinism."""
-    buffer = io.BytesIO()
-    scipy.io.savemat(buffer, arrays)
-    data = bytearray(buffer.getvalue())
-    data[:116] = b"MATLAB 5.0 MAT-file, written by reid-practical toy_data.py".ljust(116)
-    return bytes(data)
-
-
-def write_gt_query(root, shots):
-    """Market's gt_query/: for each query, 1-based indices into sorted bounding_box_test of the
-    good matches (same person, other camera) and of the junk (same person and camera, or -1)."""
-    gallery = sorted((s for s in shots if s.folder == "bounding_box_test"), key=lambda s: s.filename)
-    pids = np.array([s.pid for s in gallery])
-    cams = np.array([s.camid for s in gallery])
-    os.makedirs(os.path.join(root, "gt_query"))
-    for query in (s for s in shots if s.folder == "query"):
-        good, junk = (np.flatnonzero(mask[0]) + 1 for mask in match_masks(np.array([query.pid]),
-                                                                          np.array([query.camid]), pids, cams))
-        stem = os.path.join(root, "gt_query", query.filename[:-4])
-        for suffix, key, index in (("_good.mat", "good_index", good), ("_junk.mat", "junk_index", junk)):
-            with open(stem + suffix, "wb") as handle:
-                handle.write(mat_bytes(**{key: index.reshape(-1, 1).astype(np.float64)}))
-
-
-MARKET_README = """Toy dataset made by reid-practical toy_data.py -- not the real Market-1501.
-It imitates Market-1501's layout and naming so that the course's scripts run unchanged.
-
-File names: PPPP_cCsS_FFFFFF_BB.jpg
-  PPPP    person id (four digits); 0000 = distractor (false detection), -1 = junk (bad detection)
-  cC      camera C;  sS = video sequence S
-  FFFFFF  frame number;  BB = box index in the frame (00 = drawn by hand: query/, gt_bbox/)
-
-Folders: bounding_box_train (training), bounding_box_test (gallery), query (one per person and camera),
-gt_bbox (hand-drawn boxes for multi-query), gt_query (good/junk gallery indices for each query).
-"""
-
-
 def write_dataset(args, root, shots):
-    """Draw every shot and write the folder tree into ``root``."""
-    for folder in sorted({shot.folder for shot in shots}):
-        os.makedirs(os.path.join(root, folder))
+    """Draw every shot and write the release's folder tree (and list files) into ``root``."""
+    benchmark = toy_benchmark(args.dataset)
+    paths = [os.path.join(root, toy_layout.place(benchmark, shot)) for shot in shots]
+    for folder in sorted({os.path.dirname(path) for path in paths}):
+        os.makedirs(folder)
     jobs = [(shot, args.seed) for shot in shots]
     with Pool(args.workers) as pool:
         pictures = pool.imap(draw_shot, jobs, chunksize=32)
-        for shot, jpeg in tqdm(zip(shots, pictures), total=len(shots), desc="drawing", unit="img"):
-            with open(os.path.join(root, shot.folder, shot.filename), "wb") as handle:
-                handle.write(jpeg)
-    if BENCHMARKS[args.dataset].gt_bbox:
-        write_gt_query(root, shots)
+        for path, picture in tqdm(zip(paths, pictures), total=len(shots), desc="drawing", unit="img"):
+            with open(path, "wb") as handle:
+                handle.write(picture)
+    for name, text in toy_layout.list_files(benchmark, shots).items():
+        with open(os.path.join(root, name), "w") as handle:
+            handle.write(text)
+    if benchmark.subfolder:   # CUHK03-NP holds labeled/ and detected/ boxes; the toy draws them alike
+        shutil.copytree(os.path.join(root, benchmark.subfolder), os.path.join(root, "detected"))
+    if benchmark.gt_bbox:
+        toy_layout.write_gt_query(root, shots)
         with open(os.path.join(root, "readme.txt"), "w") as handle:
-            handle.write(MARKET_README)
+            handle.write(toy_layout.MARKET_README)
     with open(os.path.join(root, TOY_MANIFEST), "w") as handle:
         json.dump(settings_of(args), handle, indent=1, sort_keys=True)
 
@@ -247,21 +228,27 @@ def settings_of(args):
 
 
 def summary_table(shots, dataset, cameras):
-    """Rows of images / identities / cameras per folder, as printed at the end."""
+    """Rows of images / identities / cameras per folder of the release, as printed at the end."""
+    benchmark = toy_benchmark(dataset)
     lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
-    for folder in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
-        chosen = [s for s in shots if s.folder == folder]
+    for planned in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
+        chosen = [s for s in shots if s.folder == planned]
         if chosen:
+            source = next(s for s in benchmark.sources if s.split == toy_layout.PLANNED_SPLIT[planned])
+            folder = source.lists[0] if source.lists else os.path.basename(source.folders[0])
             lines.append(f"{folder:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}"
                          f"{len({s.camid for s in chosen}):>9}")
-    if BENCHMARKS[dataset].distractors == "pictures":
+    extras = ""
+    if benchmark.distractors == "pictures":
         distractors = sum(s.pid == 0 for s in shots)
         junk = sum(s.pid == JUNK_PID for s in shots)
-        extras = f"{distractors} distractors (0000) and {junk} junk (-1) pictures"
-    else:
+        extras = f"gallery extras: {distractors} distractors (0000) and {junk} junk (-1) pictures; "
+    elif benchmark.distractors == "identities":
         in_test = {s.pid for s in shots if s.folder == "query"}
-        extras = f"{len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} distractor identities"
-    lines.append(f"gallery extras: {extras}; {cameras} cameras; 128x256 JPEG")
+        extras = (f"gallery extras: {len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} "
+                  "distractor identities; ")
+    kind = "PNG" if shots[0].filename.endswith(".png") else "JPEG"
+    lines.append(f"{extras}{cameras} cameras; 128x256 {kind}")
     return "\n".join(lines)
 
 
@@ -270,7 +257,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    root = os.path.join(args.out, BENCHMARKS[args.dataset].folder)
+    root = os.path.join(args.out, toy_benchmark(args.dataset).folder)
     if os.path.exists(root):
         found = read_json(os.path.join(root, TOY_MANIFEST))
         if found is None:
@@ -284,14 +271,14 @@ def main(argv=None):
                             "pass --overwrite to replace it, or choose another --out")
     started = time.time()
     shots = plan_dataset(args)
-    temporary = os.path.join(args.out, f".{BENCHMARKS[args.dataset].folder}.partial")
+    temporary = os.path.join(args.out, f".{toy_benchmark(args.dataset).folder}.partial")
     shutil.rmtree(temporary, ignore_errors=True)   # left by an interrupted run
     os.makedirs(args.out, exist_ok=True)
     write_dataset(args, temporary, shots)
     if os.path.exists(root):
         shutil.rmtree(root)
     os.replace(temporary, root)
-    print(summary_table(shots, args.dataset, BENCHMARKS[args.dataset].cameras))
+    print(summary_table(shots, args.dataset, toy_benchmark(args.dataset).cameras))
     print(f"wrote {root} in {time.time() - started:.1f} s")
     return root
 

@@ -15,6 +15,8 @@
     distributed  several processes (torchrun, --gpu_ids 0,1): ranks, batch slices, the process group
     acceleration torch.compile and its fallback
     pipeline     the decoded-once input pipeline: a uint8 cache, batched augmentation on the device
+    sources      reading a release: its folders and list files, parsed by the dataset table
+    toy_layout   where toy_data.py puts each picture of each release
     pictures     ranking strips, training curves, report plots
     report       the HTML error-analysis report
     toy_render   how each toy picture is drawn

@@ -45,9 +45,16 @@ class NameRuleError(UserError):
 
 MARKET_RULE = "PPPP_cCsS_FFFFFF_BB.jpg (e.g. 0002_c1s1_000451_03.jpg; PPPP may be -1)"
 DUKE_RULE = "PPPP_cC_fFFFFFFF.jpg (e.g. 0001_c2_f0046182.jpg)"
+MSMT17_RULE = "PPPP_NNN_CC_DDDDtime_FFFF_B.jpg (e.g. 0000_000_01_0303morning_0015_0.jpg; CC the camera, 01-15)"
+CUHK03_RULE = "PPPP_cC_N.png (e.g. 0001_c1_1.png; camera 1 or 2)"
+VERI_RULE = "VVVV_cCCC_FFFFFFFF_N.jpg (e.g. 0002_c002_00030600_0.jpg; VVVV the vehicle)"
 # pid: four digits, or -1 for junk; camera and sequence: one or more digits (custom sets have > 9).
 _MARKET_RE = re.compile(r"(?P<label>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg")
 _DUKE_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_f(?P<frame>\d{7})\.jpg")
+_MSMT17_RE = re.compile(r"(?P<label>\d{4})_(?P<index>\d{3,})_(?P<cam>\d{2,})_(?P<day>\d{4})(?:morning|noon|afternoon)"
+                        r"_(?P<frame>\d{4,})_(?P<box>\d+)(?:_[a-z]+)?\.jpg")
+_CUHK03_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_(?P<frame>\d+)\.png")
+_VERI_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d{3,})_(?P<frame>\d{8})_(?P<box>\d+)\.jpg")
 
 
 def _match_name(filename, pattern, rule, dataset):
@@ -83,15 +90,31 @@ def parse_duke_name(filename):
                      camid=int(match["cam"]), frame=int(match["frame"]))
 
 
+def _simple_parser(pattern, rule, dataset):
+    """A parser for a rule whose name holds the label, the camera and a frame number (and nothing junk)."""
+    def parse(filename):
+        match = _match_name(filename, pattern, rule, dataset)
+        return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
+                         camid=int(match["cam"]), frame=int(match["frame"]))
+    parse.__doc__ = f"Parse a {dataset} name {rule} into an ``ImageName`` (``NameRuleError`` when it breaks the rule)."
+    return parse
+
+
+parse_msmt17_name = _simple_parser(_MSMT17_RE, MSMT17_RULE, "MSMT17")
+parse_cuhk03_name = _simple_parser(_CUHK03_RE, CUHK03_RULE, "CUHK03-NP")
+parse_veri_name = _simple_parser(_VERI_RE, VERI_RULE, "VeRi-776")
+
+
 def parse_image_name(filename):
-    """Parse a name under whichever benchmark rule it follows (for stages that read both)."""
+    """Parse a name under whichever benchmark rule it follows (for stages that read every dataset; the
+    rules cannot be confused: each has its own shape)."""
     for parser in NAME_PARSERS.values():
         try:
             return parser(filename)
         except NameRuleError:
             continue
-    raise NameRuleError(f"{filename!r} follows neither the Market-1501 rule {MARKET_RULE} "
-                        f"nor the DukeMTMC-reID rule {DUKE_RULE}",
+    raise NameRuleError(f"{filename!r} follows none of the benchmarks' naming rules "
+                        f"({'; '.join(sorted({b.rule for b in BENCHMARKS.values()}))})",
                         "rename or remove the file")
 
 
@@ -101,6 +124,40 @@ def _market_name(label, camid, frame, box):
 
 def _duke_name(label, camid, frame, box):
     return f"{label}_c{camid}_f{frame:07d}.jpg"
+
+
+def _msmt17_name(label, camid, frame, box):
+    day = ("morning", "noon", "afternoon")[frame % 3]
+    return f"{label}_{frame % 1000:03d}_{camid:02d}_0{3 + frame // 30000 % 7}{10 + frame // 3000 % 20}{day}_{frame:04d}_0.jpg"
+
+
+def _cuhk03_name(label, camid, frame, box):
+    return f"{label}_c{camid}_{frame}.png"
+
+
+def _veri_name(label, camid, frame, box):
+    return f"{label}_c{camid:03d}_{frame:08d}_0.jpg"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one output split comes from: the first of ``folders`` that exists under ROOT (a release may
+    name it in several ways), or, with ``lists``, the pictures those list files name inside it."""
+
+    split: str
+    folders: tuple
+    required: bool = True
+    lists: tuple = ()     # list files under ROOT: lines "relative/path.jpg label" (MSMT17)
+
+    def folder_in(self, root):
+        return next((folder for folder in self.folders if os.path.isdir(os.path.join(root, folder))), None)
+
+
+def bounding_box_sources(gt_bbox=False):
+    """Market-1501's folders (also Duke's, and CUHK03-NP's inside labeled/ or detected/)."""
+    sources = (Source("train_all", ("bounding_box_train",)), Source("query", ("query",)),
+               Source("gallery", ("bounding_box_test",)))
+    return sources + ((Source("multi-query", ("gt_bbox",), required=False),) if gt_bbox else ())
 
 
 @dataclass(frozen=True)
@@ -113,7 +170,7 @@ class Benchmark:
     default_root: str
     rule: str
     parse: Callable         # file name -> ImageName, or NameRuleError
-    sources: tuple          # (output split, source folder, required?)
+    sources: tuple          # Source per output split
     official: dict          # output split -> (images, identities or None) of the real release
     download_hint: str
     folder: str             # the toy set's folder under toy_data.py --out
@@ -122,14 +179,14 @@ class Benchmark:
     gt_bbox: bool           # hand-drawn boxes (box 00 in the name) and multi-query exist
     distractors: str        # "pictures": 0000 and -1 pictures in the gallery; "identities": people seen once
     toy_name: Callable      # (label, camid, frame, box) -> a file name under the rule
+    kind: str = "person"    # what an identity is: a person, or a vehicle (VeRi-776)
+    subfolder: str = ""     # the release folder under --download_path (CUHK03-NP: labeled/ or detected/)
 
 
 BENCHMARKS = {
     "market": Benchmark(
         key="market", title="Market-1501", script="prepare.py", default_root="../Market", rule=MARKET_RULE,
-        parse=parse_market_name,
-        sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
-                 ("gallery", "bounding_box_test", True), ("multi-query", "gt_bbox", False)),
+        parse=parse_market_name, sources=bounding_box_sources(gt_bbox=True),
         official={"train_all": (12936, 751), "query": (3368, 750), "gallery": (19732, None),
                   "multi-query": (25259, None)},
         download_hint="download Market-1501-v15.09.15.zip from the dataset's authors (see README) and unzip it, "
@@ -137,13 +194,45 @@ BENCHMARKS = {
         folder="Market", cameras=6, max_pid=1501, gt_bbox=True, distractors="pictures", toy_name=_market_name),
     "duke": Benchmark(
         key="duke", title="DukeMTMC-reID", script="prepare_Duke.py", default_root="../DukeMTMC-reID", rule=DUKE_RULE,
-        parse=parse_duke_name,
-        sources=(("train_all", "bounding_box_train", True), ("query", "query", True),
-                 ("gallery", "bounding_box_test", True)),
+        parse=parse_duke_name, sources=bounding_box_sources(),
         official={"train_all": (16522, 702), "query": (2228, None), "gallery": (17661, None)},
         download_hint="DukeMTMC-reID was withdrawn by its authors; use a copy your course provides, "
                       "or make the toy set: python toy_data.py --out data --dataset duke",
         folder="DukeMTMC-reID", cameras=8, max_pid=7140, gt_bbox=False, distractors="identities", toy_name=_duke_name),
+    "msmt17": Benchmark(
+        key="msmt17", title="MSMT17", script="prepare.py --dataset msmt17", default_root="../MSMT17_V1",
+        rule=MSMT17_RULE, parse=parse_msmt17_name,
+        sources=(Source("train_all", ("train", "mask_train_v2"), lists=("list_train.txt", "list_val.txt")),
+                 Source("query", ("test", "mask_test_v2"), lists=("list_query.txt",)),
+                 Source("gallery", ("test", "mask_test_v2"), lists=("list_gallery.txt",))),
+        official={"train_all": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)},
+        download_hint="MSMT17 is given by its authors on request (see README); unzip MSMT17_V1 (train/, test/) or "
+                      "MSMT17_V2 (mask_train_v2/, mask_test_v2/) with its list_*.txt files, "
+                      "or make the toy set: python toy_data.py --out data --dataset msmt17",
+        folder="MSMT17_V1", cameras=15, max_pid=3060, gt_bbox=False, distractors="none", toy_name=_msmt17_name),
+    **{f"cuhk03-{kind}": Benchmark(
+        key=f"cuhk03-{kind}", title=f"CUHK03-NP ({kind})", script=f"prepare.py --dataset cuhk03 --cuhk03_kind {kind}",
+        default_root="../cuhk03-np", rule=CUHK03_RULE, parse=parse_cuhk03_name, sources=bounding_box_sources(),
+        subfolder=kind,
+        official={"train_all": (7368 if kind == "labeled" else 7365, 767), "query": (1400, 700),
+                  "gallery": (5328 if kind == "labeled" else 5332, 700)},
+        download_hint="download CUHK03-NP (the 767/700 new protocol of Zhong et al.) and unzip it to the folder "
+                      "holding labeled/ and detected/, or make the toy set: python toy_data.py --out data --dataset "
+                      "cuhk03",
+        folder="cuhk03-np", cameras=2, max_pid=1467, gt_bbox=False, distractors="none",
+        toy_name=_cuhk03_name)
+        for kind in ("labeled", "detected")},
+    "veri": Benchmark(
+        key="veri", title="VeRi-776", script="prepare.py --dataset veri", default_root="../VeRi", rule=VERI_RULE,
+        parse=parse_veri_name,
+        sources=(Source("train_all", ("image_train",)), Source("query", ("image_query",)),
+                 Source("gallery", ("image_test",))),
+        official={"train_all": (37778, 576), "query": (1678, 200), "gallery": (11579, 200)},
+        download_hint="VeRi-776 is given by its authors on request (see README); unzip it to the folder holding "
+                      "image_train/, image_query/ and image_test/, or make the toy set: "
+                      "python toy_data.py --out data --dataset veri",
+        folder="VeRi", cameras=20, max_pid=776, gt_bbox=False, distractors="none", toy_name=_veri_name,
+        kind="vehicle"),
 }
 NAME_PARSERS = {key: benchmark.parse for key, benchmark in BENCHMARKS.items()}
 
@@ -167,9 +256,15 @@ def source_picture(path):
     if benchmark is None:
         return None
     split = os.path.basename(split_dir)
-    folders = {out: source for out, source, _ in benchmark.sources}   # train and val come from train_all
-    folder = folders.get("train_all" if split in ("train", "val") else split)
+    sources = {source.split: source for source in benchmark.sources}   # train and val come from train_all
+    source = sources.get("train_all" if split in ("train", "val") else split)
+    root = os.path.dirname(os.path.dirname(split_dir))
+    folder = source.folder_in(root) if source else None
     if folder is None:
         return None
-    source = os.path.join(os.path.dirname(os.path.dirname(split_dir)), folder, os.path.basename(path))
-    return (source, benchmark) if os.path.isfile(source) else None
+    label = os.path.basename(os.path.dirname(os.path.normpath(path)))   # list-file sets keep a folder per identity
+    for candidate in (os.path.join(root, folder, os.path.basename(path)),
+                      os.path.join(root, folder, label, os.path.basename(path))):
+        if os.path.isfile(candidate):
+            return candidate, benchmark
+    return None

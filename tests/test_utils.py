@@ -60,11 +60,21 @@ def test_duke_rejects(name):
         parse_duke_name(name)
 
 
-def test_parse_image_name_accepts_either_rule():
-    assert parse_image_name("0002_c1s1_000451_03.jpg").sequence == 1
-    assert parse_image_name("0001_c2_f0046182.jpg").camid == 2
-    with pytest.raises(NameRuleError, match="neither"):
-        parse_image_name("person.jpg")
+@pytest.mark.parametrize("name, label, camid, frame", [
+    ("0002_c1s1_000451_03.jpg", "0002", 1, 451), ("0001_c2_f0046182.jpg", "0001", 2, 46182),
+    ("0000_000_01_0303morning_0015_0.jpg", "0000", 1, 15), ("3059_044_15_0113afternoon_1031_1.jpg", "3059", 15, 1031),
+    ("0001_c1_1.png", "0001", 1, 1), ("0767_c2_10.png", "0767", 2, 10),
+    ("0002_c002_00030600_0.jpg", "0002", 2, 30600), ("0776_c020_00104385_1.jpg", "0776", 20, 104385)])
+def test_parse_image_name_reads_every_benchmarks_rule(name, label, camid, frame):
+    parsed = parse_image_name(name)
+    assert (parsed.label, parsed.camid, parsed.frame) == (label, camid, frame)
+
+
+@pytest.mark.parametrize("name", ["person.jpg", "0001_c1_1.jpg", "0002_c002_0030600_0.jpg", "0000_000_00_0303morning_0015_0.jpg",
+                                  "0000_000_01_0303evening_0015_0.jpg", "0001_c0_1.png", "001_c1_1.png"])
+def test_names_that_break_every_rule_are_refused(name):
+    with pytest.raises(NameRuleError, match="follows none of the benchmarks' naming rules"):
+        parse_image_name(name)
 
 
 def test_cli_main_turns_user_errors_into_one_line(capsys):

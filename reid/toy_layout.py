@@ -1,0 +1,76 @@
+"""Where toy_data.py puts each picture: every benchmark's folders and list files (from the dataset table),
+and Market-1501's gt_query/ and readme."""
+import io
+import os
+
+import numpy as np
+
+from reid.datasets import match_masks
+
+# the generator plans pictures in Market's terms; each benchmark's Source says where that split lives
+PLANNED_SPLIT = {"bounding_box_train": "train_all", "bounding_box_test": "gallery", "query": "query",
+                 "gt_bbox": "multi-query"}
+VAL_EVERY = 8   # MSMT17's list_val.txt: every 8th training picture (the release holds about one in thirteen)
+
+
+def place(benchmark, shot):
+    """The path of ``shot`` under the dataset root: the split's folder, and a folder per identity when the
+    release lists its pictures in list files (MSMT17's train/0000/…)."""
+    source = next(s for s in benchmark.sources if s.split == PLANNED_SPLIT[shot.folder])
+    label = os.path.basename(shot.filename).split("_")[0]
+    folder = os.path.join(benchmark.subfolder, source.folders[0])
+    return os.path.join(folder, label, shot.filename) if source.lists else os.path.join(folder, shot.filename)
+
+
+def list_files(benchmark, shots):
+    """{list file: text} for a release that names its pictures in lists (lines ``label/name label``)."""
+    lists = {}
+    for source in (s for s in benchmark.sources if s.lists):
+        chosen = sorted((s for s in shots if PLANNED_SPLIT[s.folder] == source.split), key=lambda s: s.filename)
+        for index, shot in enumerate(chosen):
+            name = source.lists[-1] if len(source.lists) > 1 and index % VAL_EVERY == VAL_EVERY - 1 else source.lists[0]
+            label = shot.filename.split("_")[0]
+            lists.setdefault(name, []).append(f"{label}/{shot.filename} {int(label)}\n")
+        for name in source.lists:
+            lists.setdefault(name, [])
+    return {name: "".join(lines) for name, lines in lists.items()}
+
+
+def mat_bytes(**arrays):
+    """A MATLAB file with a fixed header: scipy stamps the current time there, which breaks determinism."""
+    import scipy.io
+
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, arrays)
+    data = bytearray(buffer.getvalue())
+    data[:116] = b"MATLAB 5.0 MAT-file, written by reid-practical toy_data.py".ljust(116)
+    return bytes(data)
+
+
+def write_gt_query(root, shots):
+    """Market's gt_query/: for each query, 1-based indices into sorted bounding_box_test of the
+    good matches (same person, other camera) and of the junk (same person and camera, or -1)."""
+    gallery = sorted((s for s in shots if s.folder == "bounding_box_test"), key=lambda s: s.filename)
+    pids = np.array([s.pid for s in gallery])
+    cams = np.array([s.camid for s in gallery])
+    os.makedirs(os.path.join(root, "gt_query"))
+    for query in (s for s in shots if s.folder == "query"):
+        good, junk = (np.flatnonzero(mask[0]) + 1 for mask in match_masks(np.array([query.pid]),
+                                                                          np.array([query.camid]), pids, cams))
+        stem = os.path.join(root, "gt_query", query.filename[:-4])
+        for suffix, key, index in (("_good.mat", "good_index", good), ("_junk.mat", "junk_index", junk)):
+            with open(stem + suffix, "wb") as handle:
+                handle.write(mat_bytes(**{key: index.reshape(-1, 1).astype(np.float64)}))
+
+
+MARKET_README = """Toy dataset made by reid-practical toy_data.py -- not the real Market-1501.
+It imitates Market-1501's layout and naming so that the course's scripts run unchanged.
+
+File names: PPPP_cCsS_FFFFFF_BB.jpg
+  PPPP    person id (four digits); 0000 = distractor (false detection), -1 = junk (bad detection)
+  cC      camera C;  sS = video sequence S
+  FFFFFF  frame number;  BB = box index in the frame (00 = drawn by hand: query/, gt_bbox/)
+
+Folders: bounding_box_train (training), bounding_box_test (gallery), query (one per person and camera),
+gt_bbox (hand-drawn boxes for multi-query), gt_query (good/junk gallery indices for each query).
+"""
