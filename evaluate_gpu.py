@@ -51,6 +51,8 @@ def main(argv=None):
         args.multi = features.multi_query_path(args.mat)
     result = features.load_features(args.mat)
     print(f"features: {features.provenance_line(result)}")
+    if features.camera_rule_line(result):   # an own-pictures set without cameras
+        print(features.camera_rule_line(result))
     device, _ = utils.select_device(args.gpu_ids)
     metrics = run(args, result, device)
     for line in summary_lines(metrics):

@@ -33,12 +33,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 
 from tqdm import tqdm
 
 import utils
-from reid import files
+from reid import files, own_folder
 from reid.sources import check_layout, plan_splits
 from reid.datasets import BENCHMARKS, PREPARED_MANIFEST, TOY_MANIFEST
 from utils import UserError, cli_main
@@ -49,7 +50,7 @@ OUTPUT, PARTIAL, OLD, LOCK = "pytorch", ".pytorch.partial", ".pytorch.old", ".py
 
 
 DERIVED_ORIGIN = {"train": "train_all minus val", "val": "first file of each identity (sorted)"}
-DATASETS = ("market", "duke", "msmt17", "cuhk03", "veri")   # --dataset; cuhk03 with --cuhk03_kind
+DATASETS = ("market", "duke", "msmt17", "cuhk03", "veri", "folder")   # --dataset; cuhk03 with --cuhk03_kind
 LINKERS = {
     "copy": shutil.copyfile,
     # relative, so that the dataset folder can be moved or mounted elsewhere as a whole
@@ -68,6 +69,13 @@ def build_parser(default="market"):
                              "or VeRi-776")
     parser.add_argument("--cuhk03_kind", choices=("labeled", "detected"), default="labeled",
                         help="--dataset cuhk03: the hand-drawn (labeled) or the detector's (detected) boxes")
+    own = parser.add_argument_group("--dataset folder: your own pictures, ROOT/<identity>/<picture>")
+    own.add_argument("--camera_regex", default=None, help="read each picture's camera from its file name: the "
+                     r"pattern's first group (or group 'cam'), e.g. '_c(\d+)_'")
+    own.add_argument("--cameras_csv", default=None, help="read the cameras from a CSV: path,identity,camera")
+    own.add_argument("--test_ids", type=float, default=0.5,
+                     help="identities held out for query/gallery: a fraction below 1, or a count")
+    own.add_argument("--seed", type=int, default=0, help="the seed of that split")
     parser.add_argument("--download_path", default=None,
                         help="ROOT: the unzipped release (default: the dataset's usual folder, e.g. ../Market)")
     parser.add_argument("--link", choices=sorted(LINKERS), default="copy",
@@ -130,7 +138,8 @@ def counts_table(counts, spec, official=True):
     """The images and identities of each split, where they come from, and (for a real download) the
     published counts of the release beside them."""
     origin = {source.split: " + ".join(source.lists) if source.lists else "/".join(source.folders)
-              for source in spec.sources}
+              for source in spec.sources} or own_folder.ORIGIN
+    official = official and bool(spec.official)
     lines = [f"{'split':<13}{'images':>8}{'identities':>12}" + (f"{'official':>18}" if official else "") + "  from"]
     for split, (images, identities) in counts.items():
         published = spec.official.get(split)
@@ -162,15 +171,27 @@ def compare_official(root, spec, counts):
 
 def run(argv, default):
     """The whole stage; ``prepare_Duke.py`` calls it with ``"duke"`` as the default --dataset."""
-    args = build_parser(default).parse_args(argv)
+    parser = build_parser(default)
+    args = parser.parse_args(argv)
+    own = {"camera_regex": args.camera_regex, "cameras_csv": args.cameras_csv, "test_ids": args.test_ids,
+           "seed": args.seed}
+    typed = [f"--{key}" for key in own if f"--{key}" in (argv if argv is not None else sys.argv[1:])]
+    if args.dataset != "folder" and typed:
+        parser.error(f"{' '.join(typed)} only apply to --dataset folder")
+    if args.camera_regex and args.cameras_csv:
+        parser.error("--camera_regex and --cameras_csv exclude each other")
+    if args.test_ids <= 0 or (args.test_ids >= 1 and args.test_ids != int(args.test_ids)):
+        parser.error("--test_ids must be a fraction in (0, 1) or a whole count")
     spec = benchmark_of(args)
     root = os.path.normpath(os.path.join(args.download_path or spec.default_root, spec.subfolder))
     check_layout(root, spec)
-    splits = plan_splits(root, spec)
+    splits = plan_splits(root, spec, own)
     if "multi-query" not in splits and spec.gt_bbox:
         print(f"note: {root} has no gt_bbox/: multi-query is not written")
     manifest = {"benchmark": spec.title, "link": args.link, "format_version": FORMAT_VERSION,
                 "source_digest": source_digest(splits, args.link), "splits": split_counts(splits)}
+    if spec.key == "folder":
+        manifest.update(own_folder.describe(root, splits, args))
     output = os.path.join(root, OUTPUT)
     try:
         with files.exclusive_lock(os.path.join(root, LOCK), output):
@@ -209,7 +230,7 @@ def place_files(root, spec, args, splits, manifest):
         raise UserError(f"cannot write under {root}: {err.strerror} ({err.filename})",
                         "check write permission and free space, or try another --link") from None
     print(counts_table(counts, spec, official=not is_toy(root)))
-    print(compare_official(root, spec, counts))
+    print(f"cameras: {manifest['cameras']}" if "cameras" in manifest else compare_official(root, spec, counts))
     print(f"wrote {output} ({args.link}) in {time.time() - started:.1f} s")
     return output
 

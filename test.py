@@ -32,7 +32,8 @@ import torch
 import model as models
 import utils
 from reid import datasets, distributed, extraction, files, images, metrics, pipeline, runs
-from reid.features import FEATURES_FORMAT, feature_store, load_features, multi_query_path, save_features
+from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
+                           save_features)
 from utils import UserError
 
 
@@ -75,6 +76,12 @@ def pictures(test_dir, split, size):
     names = [datasets.parse_image_name(path) for path, _ in samples]
     images.check_images([path for path, _ in samples])
     return pipeline.ResizedPictures(samples, size), [n.pid for n in names], [n.camid for n in names]
+
+
+def camera_rule(test_dir):
+    """How prepare.py decided the cameras of an own-pictures set (its manifest's ``cameras``), else ''."""
+    manifest = files.read_json(os.path.join(test_dir, datasets.PREPARED_MANIFEST))
+    return str(manifest.get("cameras", "")) if isinstance(manifest, dict) else ""
 
 
 def record_result(args, lines):
@@ -120,7 +127,7 @@ def write_and_evaluate(args, options, data, features, device):
     """pytorch_result.mat (and the multi-query file), the layumi summary lines, result.txt."""
     provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": FEATURES_FORMAT,
                   "opts": repr(options), "created": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
-                  "run_id": uuid.uuid4().hex}
+                  "run_id": uuid.uuid4().hex, "camera_rule": camera_rule(args.test_dir)}
     arrays = {f"{prefix}_{key}": value for split, prefix in (("gallery", "gallery"), ("query", "query"))
               for key, value in zip(("f", "label", "cam"), (features[split], *data[split][1:]))}
     save_features(args.output, arrays, provenance)
@@ -132,7 +139,7 @@ def write_and_evaluate(args, options, data, features, device):
     print(f"wrote {args.output}: {len(features['query'])} queries, {len(features['gallery'])} gallery pictures, "
           f"{features['query'].shape[1]}-d features" + (f"; and {multi_path}" if multi_path else ""))
     result = load_features(args.output)
-    lines = []
+    lines = [line for line in [camera_rule_line(result)] if line]
     for multi in ([None, multi_path] if multi_path else [None]):
         evaluation = argparse.Namespace(multi=multi, rerank=False, ap=args.ap)
         lines += ([f"multi-query ({multi_path}):"] if multi else []) + metrics.summary_lines(

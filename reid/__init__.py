@@ -16,6 +16,7 @@
     acceleration torch.compile and its fallback
     pipeline     the decoded-once input pipeline: a uint8 cache, batched augmentation on the device
     sources      reading a release: its folders and list files, parsed by the dataset table
+    own_folder   an instructor's own ROOT/<identity>/<picture>: cameras, the split by identity
     toy_layout   where toy_data.py puts each picture of each release
     pictures     ranking strips, training curves, report plots
     report       the HTML error-analysis report

@@ -48,12 +48,14 @@ DUKE_RULE = "PPPP_cC_fFFFFFFF.jpg (e.g. 0001_c2_f0046182.jpg)"
 MSMT17_RULE = "PPPP_NNN_CC_DDDDtime_FFFF_B.jpg (e.g. 0000_000_01_0303morning_0015_0.jpg; CC the camera, 01-15)"
 CUHK03_RULE = "PPPP_cC_N.png (e.g. 0001_c1_1.png; camera 1 or 2)"
 VERI_RULE = "VVVV_cCCC_FFFFFFFF_N.jpg (e.g. 0002_c002_00030600_0.jpg; VVVV the vehicle)"
+FOLDER_RULE = "PPPP_cC_pNNNNNN.jpg (prepare.py --dataset folder's names, e.g. 0003_c2_p000017.jpg)"
 # pid: four digits, or -1 for junk; camera and sequence: one or more digits (custom sets have > 9).
 _MARKET_RE = re.compile(r"(?P<label>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg")
 _DUKE_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_f(?P<frame>\d{7})\.jpg")
 _MSMT17_RE = re.compile(r"(?P<label>\d{4})_(?P<index>\d{3,})_(?P<cam>\d{2,})_(?P<day>\d{4})(?:morning|noon|afternoon)"
                         r"_(?P<frame>\d{4,})_(?P<box>\d+)(?:_[a-z]+)?\.jpg")
 _CUHK03_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_(?P<frame>\d+)\.png")
+_FOLDER_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_p(?P<frame>\d{6})\.(?:jpg|jpeg|png)")
 _VERI_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d{3,})_(?P<frame>\d{8})_(?P<box>\d+)\.jpg")
 
 
@@ -103,6 +105,7 @@ def _simple_parser(pattern, rule, dataset):
 parse_msmt17_name = _simple_parser(_MSMT17_RE, MSMT17_RULE, "MSMT17")
 parse_cuhk03_name = _simple_parser(_CUHK03_RE, CUHK03_RULE, "CUHK03-NP")
 parse_veri_name = _simple_parser(_VERI_RE, VERI_RULE, "VeRi-776")
+parse_folder_name = _simple_parser(_FOLDER_RE, FOLDER_RULE, "an own-pictures set")
 
 
 def parse_image_name(filename):
@@ -233,6 +236,11 @@ BENCHMARKS = {
                       "python toy_data.py --out data --dataset veri",
         folder="VeRi", cameras=20, max_pid=776, gt_bbox=False, distractors="none", toy_name=_veri_name,
         kind="vehicle"),
+    "folder": Benchmark(   # ROOT/<identity>/<picture>, split by reid/own_folder.py, placed under FOLDER_RULE names
+        key="folder", title="own pictures", script="prepare.py --dataset folder", default_root="../my_pictures",
+        rule=FOLDER_RULE, parse=parse_folder_name, sources=(), official={},
+        download_hint="lay your pictures out as ROOT/<identity>/<picture>", folder="my_pictures", cameras=999,
+        max_pid=9999, gt_bbox=False, distractors="none", toy_name=lambda label, camid, frame, box: ""),
 }
 NAME_PARSERS = {key: benchmark.parse for key, benchmark in BENCHMARKS.items()}
 

@@ -7,7 +7,7 @@ from utils import UserError
 
 FEATURE_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
-PROVENANCE_KEYS = ("model_name", "which_epoch", "opts", "created", "run_id", "format_version")
+PROVENANCE_KEYS = ("model_name", "which_epoch", "opts", "created", "run_id", "format_version", "camera_rule")
 FEATURES_FORMAT = 1
 
 
@@ -160,6 +160,12 @@ def load_features(path, multi=False, like=None):
         raise UserError(f"{path} comes from another test.py run ({provenance_line(result)}) than the main result "
                         f"({provenance_line(like)})", "write both files again with one run of python test.py --multi")
     return result
+
+
+def camera_rule_line(result):
+    """The line that says how correct matches were decided when the dataset records no cameras, or None."""
+    rule = result.get("camera_rule", "")
+    return f"cameras: {rule}" if rule.startswith("none") else None
 
 
 def provenance_line(result):

@@ -31,7 +31,8 @@ def check_layout(root, spec):
     if not missing:
         return
     root = release
-    others = [b for b in BENCHMARKS.values() if b is not spec and not b.subfolder and not missing_sources(root, b)]
+    others = [b for b in BENCHMARKS.values() if b is not spec and b.sources and not b.subfolder
+              and not missing_sources(root, b)]
     if others:
         raise UserError(f"{root} is laid out like {' or '.join(b.title for b in others)}, not {spec.title} "
                         f"(it has no {', '.join(missing)})",
@@ -100,14 +101,24 @@ def _parses(name, benchmark):
         return False
 
 
-def plan_splits(root, spec):
-    """Every output split as a list of entries, in sorted order."""
+def plan_splits(root, spec, options=None):
+    """Every output split as a list of entries, in sorted order (``options``: --dataset folder's flags)."""
+    if spec.key == "folder":
+        from reid import own_folder
+
+        planned, _ = own_folder.plan(root, **options)
+        return with_val({split: [Entry(*entry) for entry in entries] for split, entries in planned.items()})
     splits = {}
     for source in spec.sources:
         if source.lists:
             splits[source.split] = scan_lists(root, source, spec)
         elif source.folder_in(root) is not None:
             splits[source.split] = scan_folder(root, source.folder_in(root), spec)
+    return with_val(splits)
+
+
+def with_val(splits):
+    """``splits`` with val (the first picture of each training identity) and train (the rest) added."""
     first_seen = {}
     for entry in splits["train_all"]:   # sorted, so the first entry of a label is its first file
         first_seen.setdefault(entry.label, entry)
