@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from multiprocessing import Pool
 
 import numpy as np
@@ -41,6 +40,7 @@ from tqdm import tqdm
 
 import utils
 from reid import toy_layout, toy_render
+from reid.toy_layout import Shot
 from reid.datasets import BENCHMARKS, JUNK_PID, TOY_MANIFEST
 from reid.files import read_json
 from utils import UserError, cli_main
@@ -52,18 +52,6 @@ TOY_DATASETS = ("cuhk03", "duke", "market", "msmt17", "veri")
 def toy_benchmark(dataset):
     """The dataset table's entry whose layout the toy ``dataset`` imitates."""
     return BENCHMARKS["cuhk03-labeled" if dataset == "cuhk03" else dataset]
-
-
-@dataclass(frozen=True)
-class Shot:
-    """One picture to write: where, what name, and what it shows."""
-
-    folder: str
-    filename: str
-    pid: int              # -1 junk, 0 distractor (Market), else a person
-    camid: int
-    seed: tuple           # the picture's own random stream
-    crop: str = "full"
 
 
 def build_parser():
@@ -83,6 +71,8 @@ def build_parser():
     parser.add_argument("--junk", type=int, default=40, help="Market: -1 bad detections in the gallery")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="processes that draw pictures (the output does not depend on it)")
+    parser.add_argument("--plant", default="", help="problems for audit.py to find, comma-separated: "
+                        + ", ".join(f"{name} ({what})" for name, what in toy_layout.PLANTS.items()))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing toy dataset made with other settings")
     return parser
@@ -99,6 +89,10 @@ def check_args(parser, args):
         parser.error(f"--max_cameras must be between 2 and {toy_benchmark(args.dataset).cameras} for {args.dataset}")
     if args.distractors < 0 or args.junk < 0 or args.workers < 1:
         parser.error("--distractors and --junk must be >= 0, --workers >= 1")
+    args.plant = ",".join(sorted({p.strip() for p in args.plant.split(",") if p.strip()}))
+    unknown = set(args.plant.split(",")) - set(toy_layout.PLANTS) - {""}
+    if unknown:
+        parser.error(f"--plant {', '.join(sorted(unknown))}: choose from {', '.join(toy_layout.PLANTS)}")
     if args.train_ids + args.test_ids + 1 > 9999:
         parser.error("at most 9998 identities fit the four-digit names")
 
@@ -176,7 +170,8 @@ def plan_dataset(args):
         shots += person_shots(args, layout, rng, namer, pid, test=False)
     for pid in test:
         shots += person_shots(args, layout, rng, namer, pid, test=True)
-    return shots + gallery_extras(args, layout, rng, namer, distractors)
+    shots += gallery_extras(args, layout, rng, namer, distractors)
+    return shots + toy_layout.planted(args.plant, shots, namer, layout)
 
 
 def draw_shot(job):
@@ -203,10 +198,10 @@ def write_dataset(args, root, shots):
         os.makedirs(folder)
     jobs = [(shot, args.seed) for shot in shots]
     with Pool(args.workers) as pool:
-        pictures = pool.imap(draw_shot, jobs, chunksize=32)
-        for path, picture in tqdm(zip(paths, pictures), total=len(shots), desc="drawing", unit="img"):
-            with open(path, "wb") as handle:
-                handle.write(picture)
+        pictures = list(tqdm(pool.imap(draw_shot, jobs, chunksize=32), total=len(shots), desc="drawing", unit="img"))
+    for shot, path, picture in zip(shots, paths, pictures):
+        with open(path, "wb") as handle:   # a planted duplicate takes another picture's very bytes
+            handle.write(pictures[shot.copy_of] if shot.copy_of >= 0 else picture)
     for name, text in toy_layout.list_files(benchmark, shots).items():
         with open(os.path.join(root, name), "w") as handle:
             handle.write(text)
@@ -223,8 +218,9 @@ def write_dataset(args, root, shots):
 def settings_of(args):
     """What determines the dataset's bytes; stored in toy_dataset.json to recognise a finished set."""
     keys = ("dataset", "seed", "train_ids", "test_ids", "images_per_camera", "max_cameras", "distractors", "junk")
+    planted = {"plant": args.plant} if args.plant else {}   # the clean sets' manifests stay as they were
     return {"generator": "reid-practical toy_data.py", "format_version": FORMAT_VERSION,
-            **{key: getattr(args, key) for key in keys}}
+            **{key: getattr(args, key) for key in keys}, **planted}
 
 
 def summary_table(shots, dataset, cameras):

@@ -184,6 +184,7 @@ class Benchmark:
     toy_name: Callable      # (label, camid, frame, box) -> a file name under the rule
     kind: str = "person"    # what an identity is: a person, or a vehicle (VeRi-776)
     subfolder: str = ""     # the release folder under --download_path (CUHK03-NP: labeled/ or detected/)
+    renumbers_test: bool = False   # test identities numbered anew (MSMT17): equal numbers are not one person
 
 
 BENCHMARKS = {
@@ -212,7 +213,8 @@ BENCHMARKS = {
         download_hint="MSMT17 is given by its authors on request (see README); unzip MSMT17_V1 (train/, test/) or "
                       "MSMT17_V2 (mask_train_v2/, mask_test_v2/) with its list_*.txt files, "
                       "or make the toy set: python toy_data.py --out data --dataset msmt17",
-        folder="MSMT17_V1", cameras=15, max_pid=3060, gt_bbox=False, distractors="none", toy_name=_msmt17_name),
+        folder="MSMT17_V1", cameras=15, max_pid=3060, gt_bbox=False, distractors="none", toy_name=_msmt17_name,
+        renumbers_test=True),
     **{f"cuhk03-{kind}": Benchmark(
         key=f"cuhk03-{kind}", title=f"CUHK03-NP ({kind})", script=f"prepare.py --dataset cuhk03 --cuhk03_kind {kind}",
         default_root="../cuhk03-np", rule=CUHK03_RULE, parse=parse_cuhk03_name, sources=bounding_box_sources(),

@@ -111,3 +111,30 @@ def save_plots(folder, metrics):
     figure.tight_layout()
     figure.savefig(os.path.join(folder, "ap.png"), dpi=100)
     plt.close(figure)
+
+
+def plot_dataset_counts(path, table):
+    """audit.py's counts.png: pictures per identity (histogram) and per camera (bars), for each split."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (identities, cameras) = plt.subplots(1, 2, figsize=(11, 3.8))
+    splits = [split for split, (per_identity, _) in table.items() if per_identity]
+    most = max(max(per_identity.values()) for per_identity, _ in table.values() if per_identity)
+    identities.hist([list(table[split][0].values()) for split in splits], bins=np.arange(1, most + 2) - 0.5,
+                    label=splits)
+    identities.set(xlabel="pictures of one identity", ylabel="identities", title="pictures per identity")
+    all_cameras = sorted({camera for _, per_camera in table.values() for camera in per_camera})
+    width = 0.8 / max(len(splits), 1)
+    for offset, split in enumerate(splits):
+        cameras.bar(np.arange(len(all_cameras)) + offset * width, [table[split][1][c] for c in all_cameras],
+                    width, label=split)
+    cameras.set_xticks(np.arange(len(all_cameras)) + width * (len(splits) - 1) / 2, [str(c) for c in all_cameras])
+    cameras.set(xlabel="camera", ylabel="pictures", title="pictures per camera")
+    for axis in (identities, cameras):
+        axis.legend()
+        axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    plt.close(figure)

@@ -2,10 +2,50 @@
 and Market-1501's gt_query/ and readme."""
 import io
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from reid.datasets import match_masks
+
+@dataclass(frozen=True)
+class Shot:
+    """One picture to write: where, what name, and what it shows."""
+
+    folder: str
+    filename: str
+    pid: int              # -1 junk, 0 distractor (Market), else a person
+    camid: int
+    seed: tuple           # the picture's own random stream
+    crop: str = "full"
+    copy_of: int = -1     # a planted duplicate: write the bytes of shots[copy_of] instead
+
+
+PLANTS = {"leak": "a training identity also in query and gallery",
+          "duplicate": "a training picture's bytes again in the gallery, under a test identity",
+          "unanswerable": "a query whose identity the gallery lacks"}
+
+
+def planted(plants, shots, namer, benchmark):
+    """The extra shots that plant each problem named in ``plants`` (comma-separated PLANTS keys)."""
+    extra = []
+    train = [index for index, shot in enumerate(shots) if shot.folder == "bounding_box_train"]
+    if "leak" in plants:
+        pid = shots[train[0]].pid
+        label = f"{pid:04d}"
+        for camid in (1, 1, 2):
+            extra.append(Shot("bounding_box_test", namer(label, camid), pid, camid, (0, 7, pid, len(extra))))
+        extra.append(Shot("query", namer(label, 2, hand_drawn=True), pid, 2, (0, 7, pid, len(extra))))
+    if "duplicate" in plants:
+        source = shots[train[-1]]
+        test_pid = next(shot.pid for shot in shots if shot.folder == "query")
+        extra.append(Shot("bounding_box_test", namer(f"{test_pid:04d}", source.camid), test_pid, source.camid,
+                          source.seed, copy_of=train[-1]))
+    if "unanswerable" in plants:
+        pid = max(shot.pid for shot in shots) + 1
+        extra.append(Shot("query", namer(f"{pid:04d}", 1, hand_drawn=True), pid, 1, (0, 8, pid)))
+    return extra
+
 
 # the generator plans pictures in Market's terms; each benchmark's Source says where that split lives
 PLANNED_SPLIT = {"bounding_box_train": "train_all", "bounding_box_test": "gallery", "query": "query",

@@ -1,0 +1,144 @@
+"""What can be wrong with a prepared dataset, found without changing it: file names that break the rule,
+unreadable pictures, identities in both training and test, the same picture in both, queries that can
+never be answered. Pure functions over a list of ``Picture``; audit.py prints and draws them.
+
+Near-identical pictures are found by a perceptual hash (imagehash's pHash: the signs of the picture's
+low DCT frequencies, 16 x 16 = 256 bits): it costs about a millisecond a picture without a trained model,
+and it answers "is this the same picture?", where a re-ID feature would answer "is this the same
+person?" — the point of the dataset, not a fault in it. Measured on the toy Market: a copy resized to
+90 % and re-saved at JPEG quality 70 stays within 8 bits (3 on average), two different pictures were
+never closer than 36 bits; the 64-bit pHash (hash_size 8) put different toy pictures 2 bits apart.
+"""
+import hashlib
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from multiprocessing import Pool
+from typing import Optional
+
+import numpy as np
+
+from reid.datasets import NameRuleError, parse_image_name
+from reid.images import is_image_file
+
+TRAIN_SPLITS, TEST_SPLITS = ("train_all",), ("query", "gallery")
+HASH_SIZE = 16   # pHash side: 16 x 16 = 256 bits, held as 4 uint64 words
+BLOCK = 256      # training pictures compared with all test pictures at once
+
+
+@dataclass(frozen=True)
+class Picture:
+    path: str
+    split: str
+    label: str             # its identity folder
+    pid: Optional[int]     # from its name (None: the name breaks every rule)
+    camid: Optional[int]
+
+
+def read_prepared(data_dir):
+    """Every picture of train_all, query and gallery under ``data_dir`` (a prepared pytorch/ folder) and the
+    names that break the rules or disagree with their folder: (pictures, [(path, why)])."""
+    pictures, broken = [], []
+    for split in TRAIN_SPLITS + TEST_SPLITS:
+        folder = os.path.join(data_dir, split)
+        for label in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            for name in sorted(f for f in os.listdir(os.path.join(folder, label)) if is_image_file(f)):
+                path = os.path.join(folder, label, name)
+                try:
+                    parsed = parse_image_name(name)
+                except NameRuleError:
+                    broken.append((path, "follows no naming rule"))
+                    pictures.append(Picture(path, split, label, None, None))
+                    continue
+                if parsed.label != label:
+                    broken.append((path, f"its name says identity {parsed.label}, its folder {label}"))
+                pictures.append(Picture(path, split, label, parsed.pid, parsed.camid))
+    return pictures, broken
+
+
+def unreadable(pictures):
+    """[(path, why)] of the pictures that do not decode."""
+    from PIL import Image
+
+    found = []
+    for picture in pictures:
+        try:
+            with Image.open(picture.path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            found.append((picture.path, str(err)))
+    return found
+
+
+def counts(pictures):
+    """{split: (Counter of pictures per identity, Counter of pictures per camera)}."""
+    table = {}
+    for split in TRAIN_SPLITS + TEST_SPLITS:
+        chosen = [p for p in pictures if p.split == split]
+        table[split] = (Counter(p.label for p in chosen), Counter(p.camid for p in chosen if p.camid is not None))
+    return table
+
+
+def leaked_identities(pictures):
+    """Identity labels with pictures both in training and in query/gallery (junk -1 and distractors 0000,
+    which are nobody, excepted)."""
+    in_train = {p.label for p in pictures if p.split in TRAIN_SPLITS and (p.pid or 0) > 0}
+    in_test = {p.label for p in pictures if p.split in TEST_SPLITS and (p.pid or 0) > 0}
+    return sorted(in_train & in_test)
+
+
+def unanswerable_queries(pictures):
+    """Queries without a correct match in the gallery (the same identity seen by another camera)."""
+    cameras = defaultdict(set)
+    for p in pictures:
+        if p.split == "gallery" and p.pid is not None:
+            cameras[p.pid].add(p.camid)
+    return [p.path for p in pictures if p.split == "query" and p.pid is not None and not cameras[p.pid] - {p.camid}]
+
+
+def picture_hashes(path):
+    """(sha256 of the bytes, the 256-bit perceptual hash as 4 uint64 words) of one picture; (sha, None)
+    when it does not decode."""
+    import imagehash
+    from PIL import Image
+
+    with open(path, "rb") as handle:
+        exact = hashlib.sha256(handle.read()).hexdigest()
+    try:
+        with Image.open(path) as image:
+            bits = imagehash.phash(image.convert("RGB"), hash_size=HASH_SIZE).hash
+        perceptual = np.packbits(bits.flatten()).view(np.uint64)
+    except (OSError, SyntaxError, ValueError):
+        perceptual = None
+    return exact, perceptual
+
+
+def duplicates(pictures, max_distance, workers=1, progress=None):
+    """[(training picture, test picture, bits apart)] of pictures that are the same in both: identical bytes
+    (0 bits), or perceptual hashes at most ``max_distance`` bits apart. Every training hash is compared with
+    every test hash, a block of training pictures at a time."""
+    paths = [p.path for p in pictures]
+    with Pool(workers) as pool:
+        hashes = list(progress(pool.imap(picture_hashes, paths, chunksize=64), total=len(paths))
+                      if progress else pool.imap(picture_hashes, paths, chunksize=64))
+    train = [i for i, p in enumerate(pictures) if p.split in TRAIN_SPLITS]
+    test = [i for i, p in enumerate(pictures) if p.split in TEST_SPLITS]
+    found = {}
+    by_bytes = defaultdict(list)
+    for i in train:
+        by_bytes[hashes[i][0]].append(i)
+    for j in test:
+        for i in by_bytes.get(hashes[j][0], ()):
+            found[i, j] = 0
+    usable = lambda ids: [i for i in ids if hashes[i][1] is not None]   # noqa: E731
+    train, test = usable(train), usable(test)
+    test_bits = np.array([hashes[j][1] for j in test], dtype=np.uint64).reshape(len(test), -1)
+    for start in range(0, len(train), BLOCK):
+        block = train[start:start + BLOCK]
+        bits = np.array([hashes[i][1] for i in block], dtype=np.uint64).reshape(len(block), -1)
+        distance = np.zeros((len(block), len(test)), dtype=np.uint16)
+        for word in range(bits.shape[1]):   # one word at a time: a (block, test) array, not four
+            distance += np.bitwise_count(bits[:, word, None] ^ test_bits[None, :, word])
+        for row, column in zip(*np.nonzero(distance <= max_distance)):
+            found.setdefault((block[row], test[column]), int(distance[row, column]))
+    return sorted((pictures[i].path, pictures[j].path, bits) for (i, j), bits in found.items())
