@@ -116,3 +116,27 @@ def test_toy_releases_follow_their_published_layouts(toy_sources):
         assert names and all(name.endswith(".png") for name in names)
     assert {"image_train", "image_query", "image_test"} <= set(os.listdir(veri))
     assert len(SMALL) > 0   # the other releases use the suite's small sizes
+
+
+@pytest.mark.parametrize("layout", ["msmt17", "cuhk03-detected", "veri"])
+def test_the_later_stages_read_every_release(layout, toy_sources, trained_workdir, tmp_path, monkeypatch, capsys):
+    import demo
+    import evaluate_gpu
+    import test as stage4
+
+    toy, flags, subfolder, _ = LAYOUTS[layout]
+    root = shutil.copytree(toy_sources[toy], tmp_path / "release")
+    run_cli(prepare.main, [*flags, "--download_path", root], capsys)
+    test_dir = os.path.join(root, subfolder, "pytorch")
+    monkeypatch.chdir(trained_workdir)
+    result = tmp_path / "result.mat"
+    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", test_dir, "--num_workers",
+                                           "0", "--output", result], capsys)
+    assert code == 0 and "without a correct match:0" in out, err
+    assert run_cli(evaluate_gpu.main, ["--gpu_ids", "-1", "--mat", result], capsys)[0] == 0
+    code, _, err = run_cli(demo.main, ["--query_index", "0", "--test_dir", test_dir, "--mat", result,
+                                       "--out", tmp_path / "show.png"], capsys)
+    assert code == 0 and (tmp_path / "show.png").stat().st_size > 0, err
+    code, _, err = run_cli(demo.main, ["--report", "--test_dir", test_dir, "--mat", result, "--out", tmp_path / "report"],
+                           capsys)
+    assert code == 0 and (tmp_path / "report" / "index.html").exists(), err
