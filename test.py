@@ -31,7 +31,7 @@ import torch
 
 import model as models
 import utils
-from reid import datasets, distributed, extraction, files, images, metrics, pipeline, runs
+from reid import datasets, distributed, extraction, files, images, metrics, onnx_export, pipeline, runs
 from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
                            save_features)
 from utils import UserError
@@ -53,6 +53,9 @@ def build_parser():
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     models.add_head_arguments(p, overrides=True)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="extract with PyTorch, or with ONNX Runtime from the graph export.py wrote")
+    p.add_argument("--onnx", default=None, help="--backend onnxruntime: the graph (default model/NAME/model.onnx)")
     p.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA (also taken from opts.yaml)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA (also taken from opts.yaml)")
     return p
@@ -78,6 +81,17 @@ def pictures(test_dir, split, size):
     return pipeline.ResizedPictures(samples, size), [n.pid for n in names], [n.camid for n in names]
 
 
+def onnx_graph(args, world):
+    """The graph --backend onnxruntime reads, checked before any work."""
+    onnx_export.require_onnx()
+    path = args.onnx or os.path.join(runs.run_dir(args.name), "model.onnx")
+    if world.distributed:
+        raise UserError("--backend onnxruntime runs in one process", "start test.py without torchrun")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist", f"export the run first with export.py --name {args.name}")
+    return path
+
+
 def camera_rule(test_dir):
     """How prepare.py decided the cameras of an own-pictures set (its manifest's ``cameras``), else ''."""
     manifest = files.read_json(os.path.join(test_dir, datasets.PREPARED_MANIFEST))
@@ -98,6 +112,8 @@ def main(argv=None):
     scales = extraction.parse_scales(args.ms)
     if args.batchsize < 1 or args.num_workers < 0:
         parser.error("--batchsize must be at least 1 and --num_workers at least 0")
+    if args.backend == "onnxruntime" and scales != [1.0]:
+        parser.error("--backend onnxruntime extracts at --ms 1 only (the exported graph's scale)")
     files.output_file(args.output, "--output", "pytorch_result.mat")   # before any work, not after the features are extracted
     run_dir, overrides = runs.run_dir(args.name), model_overrides(parser, argv)
     options, saved = models.trained_options(run_dir, overrides)
@@ -109,6 +125,11 @@ def main(argv=None):
     net, options = models.load_trained(run_dir, args.which_epoch, device, overrides)
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
+    if args.backend == "onnxruntime":
+        onnx_path = onnx_graph(args, world)
+        features = {split: onnx_export.extract(onnx_path, data[split][0], args.batchsize, args.num_workers, split)
+                    .numpy() for split in splits}
+        return write_and_evaluate(args, {**options, "backend": f"onnxruntime {onnx_path}"}, data, features, device)
     distributed.start(world, device)
     # the features go to a column-major file beside --output as they are extracted: a gallery of any size
     # is paged to disk, not held twice in memory (reid/features.py); the folder goes when test.py ends

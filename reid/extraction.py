@@ -67,7 +67,7 @@ def normalise(features):
     if features.dim() == 3:
         parts = features.shape[2]
         features = features / (features.norm(dim=1, keepdim=True) * math.sqrt(parts))
-        return features.reshape(len(features), -1)
+        return features.flatten(1)   # not reshape(len(features), -1): the exported graph keeps its batch dynamic
     return F.normalize(features, dim=1)
 
 

@@ -79,6 +79,7 @@ def run_cli(main, argv, capsys):
 def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: large backbones (seconds each on CPU); deselect with -m 'not heavy'")
     config.addinivalue_line("markers", "practical: README command (1) end to end (minutes); CI runs it with -m practical")
+    config.addinivalue_line("markers", "slow: exports of the larger backbones (minutes); run them with -m slow")
 
 
 @pytest.fixture(scope="session")

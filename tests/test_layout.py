@@ -5,7 +5,7 @@ import os
 
 from conftest import ROOT
 
-SCRIPTS = {"toy_data", "prepare", "prepare_Duke", "audit", "train", "test", "evaluate_gpu", "demo"}
+SCRIPTS = {"toy_data", "prepare", "prepare_Duke", "audit", "train", "test", "evaluate_gpu", "demo", "export"}
 SHARED_AT_ROOT = {"model", "utils", "random_erasing"}   # the design card's shared files
 
 

@@ -1,0 +1,92 @@
+"""Stage 7: export a trained run to ONNX, checked against PyTorch before it is kept.
+
+Usage:
+    pip install -r requirements-export.txt          # onnx, onnxscript, onnxruntime (optional extras)
+    python export.py --name toy_mobilenet
+    python export.py --name ft_ResNet50 --which_epoch 60 --output deploy/reid.onnx
+
+Reads:  model/NAME/opts.yaml and net_<epoch>.pth (written by train.py); a few pictures of the run's own
+        data_dir/query (else generated ones) for the parity gate.
+Writes: model/NAME/model.onnx (--output): input "pictures" uint8 [N, 3, H, W] (RGB, resized to the run's
+        input size), output "features" float32 [N, D], L2-normalised: test.py's feature at --ms 1 (the
+        mirror image and the normalisation are inside the graph); N is dynamic.
+The parity gate: ONNX Runtime's feature of each picture must match PyTorch's (cosine >= 0.9999) and
+different pictures must not give the same feature; a graph that fails is not kept.
+
+A correct run prints:
+    exported model/toy_mobilenet/model.onnx (opset 18, input 256x128, 512-d features, 4.3 MB)
+    parity on 8 pictures of data/Market/pytorch/query: lowest cosine 1.000000 (>= 0.9999); different
+    pictures at most 0.753915 alike in cosine (< 0.99999)
+"""
+import os
+
+import numpy as np
+import torch
+
+import model as models
+import utils
+from reid import files, images, onnx_export, runs
+from reid.pipeline import ResizedPictures
+from utils import UserError
+
+GATE_PICTURES = 8
+
+
+def build_parser():
+    p = utils.ArgumentParser(prog="export.py", description="Export a trained run to ONNX (stage 7).")
+    p.add_argument("--name", default="ft_ResNet50", type=runs.run_name, help="run name: reads model/NAME/")
+    p.add_argument("--which_epoch", default="last", help="checkpoint: last, average, or an epoch such as 60")
+    p.add_argument("--output", default=None, help="where to write the graph (default: model/NAME/model.onnx)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    return p
+
+
+def gate_pictures(options, size):
+    """A few uint8 pictures of the run's own query folder, or generated ones when it is gone: (tensor, where)."""
+    query = os.path.join(str(options.get("data_dir", "")), "query")
+    if os.path.isdir(query):
+        samples = images.image_folder(query).samples
+        dataset = ResizedPictures(samples[::max(1, len(samples) // GATE_PICTURES)][:GATE_PICTURES], size)
+        return torch.stack([dataset[i][0] for i in range(len(dataset))]), query
+    rng = np.random.default_rng(0)   # smooth colour fields with noise: each picture its own
+    ramps = np.linspace(0, 1, size[0])[:, None] * np.linspace(0, 1, size[1])[None, :]
+    pictures = [np.clip(255 * (rng.random((3, 1, 1)) * ramps + rng.random((3, *size)) * 0.3), 0, 255)
+                for _ in range(GATE_PICTURES)]
+    return torch.from_numpy(np.stack(pictures).astype(np.uint8)), "generated pictures"
+
+
+@utils.cli_main
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not 7 <= args.opset <= 23:
+        raise UserError(f"--opset {args.opset} is not an ONNX opset this exporter writes", "pass e.g. --opset 18")
+    onnx_export.require_onnx()
+    run_dir = runs.run_dir(args.name)
+    output = args.output or os.path.join(run_dir, "model.onnx")
+    files.output_file(output, "--output", "model.onnx")
+    net, options = models.load_trained(run_dir, args.which_epoch, torch.device("cpu"))
+    size = tuple(models.get_backbone(options["backbone"]).input_size)
+    pictures, where = gate_pictures(files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py"), size)
+    temporary = f"{output}.tmp-{os.getpid()}"
+    try:
+        try:
+            onnx_export.export(net, size, temporary, args.opset)
+        except Exception as err:   # the exporter's many error types: a backbone it cannot trace
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"backbone {options['backbone']} cannot be exported to ONNX ({reason})",
+                            "use test.py with PyTorch for this backbone") from None
+        agreement, similar = onnx_export.parity(temporary, net, pictures)
+        os.replace(temporary, output)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    dim = int(net.features(torch.zeros(1, 3, *size)).reshape(1, -1).shape[1]) if hasattr(net, "features") else "?"
+    print(f"exported {output} (opset {args.opset}, input {size[0]}x{size[1]}, {dim}-d features, "
+          f"{os.path.getsize(output) / 2**20:.1f} MB)")
+    print(f"parity on {len(pictures)} pictures of {where}: lowest cosine {agreement:.6f} (>= {onnx_export.MIN_COSINE}); "
+          f"different pictures at most {similar:.6f} alike in cosine (< {onnx_export.MAX_SIMILAR})")
+    return output
+
+
+if __name__ == "__main__":
+    main()

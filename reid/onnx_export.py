@@ -1,0 +1,99 @@
+"""The trained network as an ONNX graph that computes test.py's feature, the parity gate every export
+passes, and ONNX Runtime extraction for test.py --backend onnxruntime.
+
+Inside the graph: uint8 RGB pictures (N, 3, H, W) at the run's input size -> ImageNet normalisation ->
+the feature of the picture plus that of its mirror image -> L2 normalisation (PCB: per stripe, times
+sqrt(6), concatenated). So the caller only decodes and resizes, and the graph's output is test.py's
+feature at --ms 1. onnx, onnxscript and onnxruntime are optional (requirements-export.txt).
+"""
+import importlib.util
+
+import numpy as np
+import torch
+
+from reid.extraction import normalise
+from reid.pipeline import normalise_pixels
+from utils import UserError
+
+PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+MIN_COSINE = 0.9999        # each picture's feature, ONNX Runtime against PyTorch
+# different pictures must not give the same feature (torchreid #316's graph returned one vector for every
+# input); an untrained ResNet-50 puts random pictures 0.9999 apart, so only near-identity fails
+MAX_SIMILAR = 0.99999
+
+
+def require_onnx():
+    """One line saying what to install when the optional packages are missing."""
+    missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"{', '.join(missing)} not installed (ONNX export and ONNX Runtime are optional)",
+                        "pip install -r requirements-export.txt")
+
+
+class TestTimeNetwork(torch.nn.Module):
+    """test.py's feature as one module: uint8 pictures in, L2-normalised flip-summed features out."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, pictures):
+        images = normalise_pixels(pictures)
+        return normalise(self.net.features(images) + self.net.features(images.flip(3)))
+
+
+def export(net, size, path, opset=18):
+    """Write ``net``'s test-time graph to ``path`` with a dynamic batch (the dynamo exporter)."""
+    import warnings
+
+    example = torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(TestTimeNetwork(net).eval(), (example,), dynamo=True, opset_version=opset,
+                                    input_names=["pictures"], output_names=["features"], verbose=False,
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+    program.save(path)
+
+
+def session(path):
+    """An ONNX Runtime session on the CPU (CUDA when onnxruntime-gpu offers it)."""
+    import onnxruntime
+
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=providers)
+
+
+def parity(path, net, pictures):
+    """The gate: (lowest per-picture cosine, highest cosine between different pictures) of ONNX Runtime's
+    features against PyTorch's for uint8 ``pictures``; a UserError when either is off."""
+    with torch.no_grad():
+        expected = TestTimeNetwork(net).eval()(pictures).numpy()
+    produced = session(path).run(None, {"pictures": pictures.numpy()})[0]
+    agreement = float((expected * produced).sum(1).min())
+    between = produced @ produced.T
+    similar = float(between[~np.eye(len(produced), dtype=bool)].max()) if len(produced) > 1 else 0.0
+    if not similar < MAX_SIMILAR:
+        own = expected @ expected.T
+        raise UserError(f"the exported graph gives different pictures the same feature (cosine {similar:.6f}; "
+                        f"PyTorch's {float(own[~np.eye(len(own), dtype=bool)].max()):.6f}); nothing was kept",
+                        "check the checkpoint (test.py) before exporting it")
+    if not agreement >= MIN_COSINE:
+        raise UserError(f"the exported graph disagrees with PyTorch (lowest cosine {agreement:.6f} < {MIN_COSINE}); "
+                        "nothing was kept", "export with another --opset, or report the backbone")
+    return agreement, similar
+
+
+def extract(path, dataset, batchsize, num_workers=0, desc="features"):
+    """test.py --backend onnxruntime: the features of every (uint8) picture of ``dataset``, float32."""
+    from tqdm import tqdm
+
+    runner = session(path)
+    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers)
+    rows = []
+    with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
+        for pictures, _ in loader:
+            rows.append(runner.run(None, {"pictures": pictures.numpy()})[0])
+            bar.update(len(pictures))
+    return torch.from_numpy(np.concatenate(rows))

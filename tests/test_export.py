@@ -1,0 +1,138 @@
+"""export.py: the toy run's graph passes the parity gate, ONNX Runtime's evaluation equals PyTorch's, a graph
+that fails the gate is not kept, and the optional packages' absence is one line."""
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import export
+import test as stage4
+from conftest import one_error_line, run_cli
+from reid import onnx_export
+
+# CI installs the optional extras (.ci/run); without them these tests say so instead of failing
+needs_onnx = pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in onnx_export.PACKAGES),
+                                reason="pip install -r requirements-export.txt to run the export tests")
+
+
+@pytest.fixture(scope="module")
+def exported(trained_workdir):
+    """The toy run of ``trained_workdir`` exported once (the dynamo exporter takes about half a minute)."""
+    previous = os.getcwd()
+    os.chdir(trained_workdir)
+    try:
+        path = export.main(["--name", "toy"])
+    finally:
+        os.chdir(previous)
+    return os.path.join(trained_workdir, path)
+
+
+def reuse(monkeypatch, exported):
+    """Let export.py take the fixture's graph instead of exporting again: the gate is what is under test."""
+    monkeypatch.setattr(onnx_export, "export", lambda net, size, path, opset=18: shutil.copyfile(exported, path))
+
+
+@needs_onnx
+def test_the_export_passes_the_gate_on_the_runs_own_pictures(exported, trained_workdir, monkeypatch, capsys):
+    assert os.path.getsize(exported) > 0 and exported.endswith("model/toy/model.onnx")
+    monkeypatch.chdir(trained_workdir)
+    reuse(monkeypatch, exported)
+    code, out, err = run_cli(export.main, ["--name", "toy", "--output", "again.onnx"], capsys)
+    assert code == 0, err
+    gate = out.strip().splitlines()[-1]
+    assert gate.startswith("parity on 8 pictures of ") and gate.split(" of ")[1].split(":")[0].endswith("query")
+    lowest = float(gate.split("lowest cosine ")[1].split()[0])
+    assert lowest >= onnx_export.MIN_COSINE
+
+
+@needs_onnx
+def test_onnx_runtime_evaluates_as_pytorch_does(exported, trained_workdir, prepared_market, monkeypatch, capsys):
+    monkeypatch.chdir(trained_workdir)
+    scores = {}
+    for backend in ("torch", "onnxruntime"):
+        code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
+                                               "--num_workers", "0", "--backend", backend, "--output", f"{backend}.mat"],
+                                 capsys)
+        assert code == 0, err
+        scores[backend] = [float(part.split(":")[1]) for part in out.splitlines()[-2].split()]
+    assert np.allclose(scores["torch"], scores["onnxruntime"], atol=1e-4), scores
+
+
+class Constant:
+    """An ONNX Runtime session that gives every picture the same feature (torchreid #316's failure)."""
+
+    def run(self, _, feeds):
+        pictures = next(iter(feeds.values()))
+        return [np.tile(np.eye(1, 512, dtype=np.float32), (len(pictures), 1))]
+
+
+@needs_onnx
+@pytest.mark.parametrize("session, fragment", [(Constant, "gives different pictures the same feature"),
+                                               (None, "disagrees with PyTorch")])
+def test_a_graph_that_fails_the_gate_is_not_kept(exported, trained_workdir, monkeypatch, capsys, session, fragment):
+    monkeypatch.chdir(trained_workdir)
+    reuse(monkeypatch, exported)
+    if session is None:   # a graph whose features are not PyTorch's: every picture's feature moved
+        real = onnx_export.session
+
+        class Shifted:
+            def __init__(self, path):
+                self.inner = real(path)
+
+            def run(self, names, feeds):
+                features = self.inner.run(names, feeds)[0]
+                return [np.roll(features, 1, axis=1)]
+        session = Shifted
+    monkeypatch.setattr(onnx_export, "session", lambda path: session(path) if session is not Constant else Constant())
+    code, _, err = run_cli(export.main, ["--name", "toy", "--output", "failed.onnx"], capsys)
+    assert code == 2 and fragment in one_error_line(err)
+    assert not [name for name in os.listdir(trained_workdir) if name.startswith("failed.onnx")]
+
+
+def test_without_the_optional_packages_one_line_says_what_to_install(trained_workdir, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    monkeypatch.chdir(trained_workdir)
+    code, _, err = run_cli(export.main, ["--name", "toy"], capsys)
+    assert code == 2 and "pip install -r requirements-export.txt" in one_error_line(err)
+
+
+@needs_onnx
+def test_onnx_runtime_without_a_graph_says_how_to_make_it(trained_workdir, prepared_market, tmp_path, monkeypatch,
+                                                          capsys):
+    monkeypatch.chdir(trained_workdir)
+    code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
+                                         "--backend", "onnxruntime", "--onnx", tmp_path / "none.onnx"], capsys)
+    assert code == 2 and "export the run first with export.py --name toy" in one_error_line(err)
+
+
+def export_agrees(name, tmp_path):
+    """Export backbone ``name`` (random weights) and compare ONNX Runtime with PyTorch on 3 pictures."""
+    import torch
+
+    import model as models
+
+    spec = models.get_backbone(name)
+    net = models.build_model(name, 10, False).eval()
+    onnx_export.export(net, spec.input_size, str(tmp_path / "net.onnx"))
+    pictures = torch.randint(0, 256, (3, 3, *spec.input_size), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = onnx_export.TestTimeNetwork(net).eval()(pictures).numpy()
+    produced = onnx_export.session(str(tmp_path / "net.onnx")).run(None, {"pictures": pictures.numpy()})[0]
+    assert produced.shape == expected.shape and (expected * produced).sum(1).min() >= onnx_export.MIN_COSINE
+
+
+@needs_onnx
+@pytest.mark.parametrize("name", ["resnet18", "pcb"])
+def test_quick_backbones_export_with_a_dynamic_batch(name, tmp_path):
+    export_agrees(name, tmp_path)
+
+
+@needs_onnx
+@pytest.mark.slow   # 20 s to 3 min each on 2 cores: bash scripts/run_tests.sh -m slow
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_ibn", "densenet121", "hrnet18", "efficientnet_b4",
+                                  "swin", "swinv2", "convnext", "dino", "nasnet"])
+def test_slower_backbones_export(name, tmp_path):
+    export_agrees(name, tmp_path)
