@@ -13,10 +13,12 @@
     losses       the metric-learning losses
     recipes      the P x K sampler, weight averaging, the BoT preset and their flags
     distributed  several processes (torchrun, --gpu_ids 0,1): ranks, batch slices, the process group
-    acceleration torch.compile and its fallback
+    acceleration train.py's speed flags; torch.compile and its fallback
     pipeline     the decoded-once input pipeline: a uint8 cache, batched augmentation on the device
     sources      reading a release: its folders and list files, parsed by the dataset table
     own_folder   an instructor's own ROOT/<identity>/<picture>: cameras, the split by identity
+    audit        what can be wrong with a prepared dataset (audit.py prints it)
+    onnx_export  the test-time ONNX graph, its parity gate, ONNX Runtime extraction
     toy_layout   where toy_data.py puts each picture of each release
     pictures     ranking strips, training curves, report plots
     report       the HTML error-analysis report
