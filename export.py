@@ -80,7 +80,7 @@ def main(argv=None):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    dim = int(net.features(torch.zeros(1, 3, *size)).reshape(1, -1).shape[1]) if hasattr(net, "features") else "?"
+    dim = onnx_export.session(output).get_outputs()[0].shape[1]   # the graph's own feature width
     print(f"exported {output} (opset {args.opset}, input {size[0]}x{size[1]}, {dim}-d features, "
           f"{os.path.getsize(output) / 2**20:.1f} MB)")
     print(f"parity on {len(pictures)} pictures of {where}: lowest cosine {agreement:.6f} (>= {onnx_export.MIN_COSINE}); "

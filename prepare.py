@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 
 from tqdm import tqdm
@@ -175,7 +174,7 @@ def run(argv, default):
     args = parser.parse_args(argv)
     own = {"camera_regex": args.camera_regex, "cameras_csv": args.cameras_csv, "test_ids": args.test_ids,
            "seed": args.seed}
-    typed = [f"--{key}" for key in own if f"--{key}" in (argv if argv is not None else sys.argv[1:])]
+    typed = [f"--{key}" for key in own if key in utils.explicit_options(parser, argv)]
     if args.dataset != "folder" and typed:
         parser.error(f"{' '.join(typed)} only apply to --dataset folder")
     if args.camera_regex and args.cameras_csv:

@@ -66,7 +66,7 @@ def rows_for(label, net, size, graphs, repeats):
 
 def quantized_map(graphs, name, test_dir):
     """mAP on ``test_dir`` through each graph (the toy run's fp32 and int8 graphs)."""
-    import argparse as ap
+    import numpy as np
 
     import test as stage4
     from reid import metrics
@@ -76,10 +76,11 @@ def quantized_map(graphs, name, test_dir):
     data = {split: stage4.pictures(test_dir, split, size) for split in ("gallery", "query")}
     scores = {}
     for label, path in graphs.items():
-        result = {f"{split}_{key}": value for split in data for key, value in
-                  zip(("f", "label", "cam"), (onnx_export.extract(path, data[split][0], 64).numpy(), *map(
-                      lambda v: __import__("numpy").asarray(v), data[split][1:])))}
-        scores[label] = metrics.run(ap.Namespace(multi=None, rerank=False, ap="trapezoid"), result,
+        result = {}
+        for split, (dataset, pids, cams) in data.items():
+            result.update({f"{split}_f": onnx_export.extract(path, dataset, 64).numpy(),
+                           f"{split}_label": np.asarray(pids), f"{split}_cam": np.asarray(cams)})
+        scores[label] = metrics.run(argparse.Namespace(multi=None, rerank=False, ap="trapezoid"), result,
                                     torch.device("cpu")).mAP
     return scores
 

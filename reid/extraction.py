@@ -19,8 +19,8 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
     loader's workers, normalised here on the device, a quarter of the bytes to copy) or normalised float
     tensors. ``allocate(rows, dim)`` gives the matrix the features are written into, batch by batch
     (``reid.features.feature_store``: a file on disk). With several processes (torchrun) each extracts
-    its contiguous share and every process receives the whole matrix. ``scales`` are layumi's ``--ms`` values: area scales, so each side is
-    resized by sqrt(scale). One difference is kept on purpose: every scale resizes the original picture,
+    its contiguous share and every process receives the whole matrix. ``scales`` are layumi's ``--ms``
+    values: area scales, so each side is resized by sqrt(scale). One difference is kept on purpose: every scale resizes the original picture,
     where layumi's loop resizes the previous scale's result (the same for ``--ms 1,1.1``; with three or
     more scales ours are as typed).
     """
