@@ -25,7 +25,7 @@ A correct run on the toy set prints:
     train             848         100  train_all minus val
     val               100         100  first file of each identity (sorted)
     query             303         100  query
-    gallery           996         102  bounding_box_test (junk and distractors kept)
+    gallery           996         102  bounding_box_test
     multi-query       609         100  gt_bbox
     wrote data/Market/pytorch (copy) in 0.6 s
 """
