@@ -5,6 +5,8 @@ Usage:
     python evaluate_gpu.py --mat pytorch_result.mat --ap standard
     python evaluate_gpu.py --multi                           # Market multi-query, reads multi_query.mat
     python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda_value 0.3
+    python evaluate_gpu.py --mat a.mat --compare b.mat        # is run B better than run A, beyond noise?
+    python evaluate_gpu.py --protocols                       # the same features under every convention
 
 Reads:  the .mat written by test.py (gallery_f gallery_label gallery_cam query_f query_label query_cam).
 Writes: nothing; prints. The first score line is layumi's, for the course and for scripts that parse it.
@@ -16,14 +18,23 @@ the default) and ``standard`` (torchreid, fast-reid). A query whose person is ab
 counts as 0 over all queries in the default (layumi's printed numbers) and is left out with
 ``--ap standard`` (torchreid's); both counts are printed.
 
+Also printed: a 95 % bootstrap interval over queries for Rank@1 and mAP (reid/intervals.py) and
+open-set verification over the query-gallery pairs -- TPR at FPR 1e-2/1e-3/1e-4, EER and AUC
+(reid/verification.py). ``--compare`` scores a second run on the same queries and says whether the
+difference is beyond noise (paired bootstrap); ``--protocols`` prints reid/protocols.py's table.
+
 A correct run prints:
     features: model toy_mobilenet, epoch last, made 2026-11-25 11:40:02
     Rank@1:0.683168 Rank@5:0.861386 Rank@10:0.910891 mAP:0.512345
     Rank@20:0.950495 mINP:0.201234 AP:trapezoid queries:303 without a correct match:0
+    95% interval over queries (bootstrap, 1000 draws, seed 0): Rank@1 0.630 to 0.736  mAP 0.470 to 0.555
+    verification over query-gallery pairs (junk left out): 2,890 same-person, 413,911 different-person
+      FPR 1e-02: TPR 0.312 at threshold 0.6823  FPR 1e-03: TPR 0.121 at threshold 0.7881  FPR 1e-04: ...
+      EER 0.108 at threshold 0.4822  AUC 0.9573
 """
 import utils
-from reid import features
-from reid.metrics import add_ap_argument, evaluate, run, summary_lines  # noqa: F401  (evaluate: course code imports it from here)
+from reid import features, intervals, protocols, verification
+from reid.metrics import add_ap_argument, evaluate, query_features, run, summary_lines  # noqa: F401  (evaluate: course code imports it from here)
 
 
 def build_parser():
@@ -37,16 +48,49 @@ def build_parser():
     p.add_argument("--k1", type=int, default=20, help="re-ranking: k of the k-reciprocal neighbours")
     p.add_argument("--k2", type=int, default=6, help="re-ranking: neighbours averaged in query expansion")
     p.add_argument("--lambda_value", type=float, default=0.3, help="re-ranking: weight of the original distance")
+    p.add_argument("--bootstrap", type=int, default=intervals.DRAWS,
+                   help="resamples of the queries for the 95%% intervals (0: no interval)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
+    p.add_argument("--compare", default=None, metavar="B_MAT",
+                   help="a second run's features of the same queries and gallery: prints B minus A with its "
+                        "paired-bootstrap interval and whether it is beyond noise")
+    p.add_argument("--protocols", action="store_true",
+                   help="also score the features under each convention in use (AP formula, denominator, "
+                        "junk rule, re-ranking settings), as one table")
     p.add_argument("--gpu_ids", default="0", help="GPU id, or -1 for the CPU (also the fallback)")
     return p
+
+
+def check_args(parser, args):
+    if args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1:
+        parser.error("--k1 and --k2 must be >= 1 and --lambda_value within [0, 1]")
+    if args.bootstrap < 0 or args.bootstrap == 1:
+        parser.error("--bootstrap must be 0 (no interval) or at least 2 resamples")
+    if args.compare and args.bootstrap == 0:
+        parser.error("--compare judges the difference by its bootstrap interval: keep --bootstrap above 0")
+    if args.compare and args.multi is not None:
+        parser.error("--compare scores single queries: drop --multi")
+
+
+def compare_lines(args, metrics_a, device):
+    """Run B on the same queries and gallery: both results, B minus A, and the verdict."""
+    result_b = features.load_features(args.compare)
+    intervals.check_same_queries(features.load_features(args.mat), result_b, args.mat, args.compare)
+    metrics_b = run(args, result_b, device)
+    lines = [f"A = {args.mat}: Rank@1 {metrics_a.rank(1):.4f}  mAP {metrics_a.mAP:.4f}",
+             f"B = {args.compare}: Rank@1 {metrics_b.rank(1):.4f}  mAP {metrics_b.mAP:.4f}"
+             f"  ({features.provenance_line(result_b)})"]
+    differences = intervals.paired_differences(metrics_a, metrics_b, args.bootstrap, args.seed)
+    for name in ("mAP", "Rank@1"):
+        lines.append(f"{name}: " + differences[name].sentence())
+    return lines
 
 
 @utils.cli_main
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1:
-        parser.error("--k1 and --k2 must be >= 1 and --lambda_value within [0, 1]")
+    check_args(parser, args)
     if args.multi == "":
         args.multi = features.multi_query_path(args.mat)
     result = features.load_features(args.mat)
@@ -55,8 +99,17 @@ def main(argv=None):
         print(features.camera_rule_line(result))
     device, _ = utils.select_device(args.gpu_ids)
     metrics = run(args, result, device)
-    for line in summary_lines(metrics):
-        print(line)
+    lines = summary_lines(metrics)
+    if args.bootstrap:
+        lines.append(intervals.interval_line(metrics, args.bootstrap, args.seed))
+    lines += verification.summary_lines(verification.pair_counts(
+        result["query_f"], result["query_label"], result["query_cam"], result["gallery_f"], result["gallery_label"],
+        result["gallery_cam"], device))
+    if args.protocols:
+        lines += protocols.table_lines(protocols.protocol_table(query_features(args, result), result, device))
+    if args.compare:
+        lines += compare_lines(args, metrics, device)
+    print("\n".join(lines))
     return metrics
 
 

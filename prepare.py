@@ -48,7 +48,9 @@ FORMAT_VERSION = 1
 OUTPUT, PARTIAL, OLD, LOCK = "pytorch", ".pytorch.partial", ".pytorch.old", ".pytorch.lock"
 
 
-DERIVED_ORIGIN = {"train": "train_all minus val", "val": "first file of each identity (sorted)"}
+DERIVED_ORIGIN = {"train": "train_all minus val", "val": "first file of each identity (sorted)",
+                  "val_query": "held-out training identities (--val_ids): first picture of each camera",
+                  "val_gallery": "held-out training identities: their other pictures"}
 DATASETS = ("market", "duke", "msmt17", "cuhk03", "veri", "folder")   # --dataset; cuhk03 with --cuhk03_kind
 LINKERS = {
     "copy": shutil.copyfile,
@@ -74,7 +76,10 @@ def build_parser(default="market"):
     own.add_argument("--cameras_csv", default=None, help="read the cameras from a CSV: path,identity,camera")
     own.add_argument("--test_ids", type=float, default=0.5,
                      help="identities held out for query/gallery: a fraction below 1, or a count")
-    own.add_argument("--seed", type=int, default=0, help="the seed of that split")
+    parser.add_argument("--val_ids", type=int, default=0,
+                        help="hold out this many training identities as val_query/val_gallery: retrieval of people "
+                             "training never sees, which train.py scores every epoch (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the random splits (--val_ids, --test_ids)")
     parser.add_argument("--download_path", default=None,
                         help="ROOT: the unzipped release (default: the dataset's usual folder, e.g. ../Market)")
     parser.add_argument("--link", choices=sorted(LINKERS), default="copy",
@@ -143,7 +148,10 @@ def counts_table(counts, spec, official=True):
     for split, (images, identities) in counts.items():
         published = spec.official.get(split)
         column = (f"{published[0]:>9,}/{published[1] or '-':>8}" if published else f"{'':>18}") if official else ""
-        lines.append(f"{split:<13}{images:>8}{identities:>12}{column}  {origin.get(split) or DERIVED_ORIGIN[split]}")
+        source = origin.get(split) or DERIVED_ORIGIN[split]
+        if split == "train_all" and "val_query" in counts:
+            source += " minus the held-out identities"
+        lines.append(f"{split:<13}{images:>8}{identities:>12}{column}  {source}")
     return "\n".join(lines)
 
 
@@ -174,17 +182,19 @@ def run(argv, default):
     args = parser.parse_args(argv)
     own = {"camera_regex": args.camera_regex, "cameras_csv": args.cameras_csv, "test_ids": args.test_ids,
            "seed": args.seed}
-    typed = [f"--{key}" for key in own if key in utils.explicit_options(parser, argv)]
+    typed = [f"--{key}" for key in own if key != "seed" and key in utils.explicit_options(parser, argv)]
     if args.dataset != "folder" and typed:
         parser.error(f"{' '.join(typed)} only apply to --dataset folder")
     if args.camera_regex and args.cameras_csv:
         parser.error("--camera_regex and --cameras_csv exclude each other")
     if args.test_ids <= 0 or (args.test_ids >= 1 and args.test_ids != int(args.test_ids)):
         parser.error("--test_ids must be a fraction in (0, 1) or a whole count")
+    if args.val_ids < 0:
+        parser.error("--val_ids must be 0 (no held-out validation identities) or more")
     spec = benchmark_of(args)
     root = os.path.normpath(os.path.join(args.download_path or spec.default_root, spec.subfolder))
     check_layout(root, spec)
-    splits = plan_splits(root, spec, own)
+    splits = plan_splits(root, spec, own, args.val_ids, args.seed)
     if "multi-query" not in splits and spec.gt_bbox:
         print(f"note: {root} has no gt_bbox/: multi-query is not written")
     manifest = {"benchmark": spec.title, "link": args.link, "format_version": FORMAT_VERSION,

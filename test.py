@@ -20,6 +20,7 @@ A correct run prints a progress bar per split, then:
     wrote pytorch_result.mat: 303 queries, 996 gallery pictures, 512-d features
     Rank@1:0.683168 Rank@5:0.861386 Rank@10:0.910891 mAP:0.512345
     Rank@20:0.950495 mINP:0.201234 AP:trapezoid queries:303 without a correct match:0
+    95% interval over queries (bootstrap, 1000 draws, seed 0): Rank@1 0.630 to 0.736  mAP 0.470 to 0.555
 """
 import argparse
 import datetime
@@ -31,7 +32,7 @@ import torch
 
 import model as models
 import utils
-from reid import datasets, distributed, extraction, files, images, metrics, onnx_export, pipeline, runs
+from reid import datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs
 from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
                            save_features)
 from utils import UserError
@@ -67,18 +68,6 @@ def model_overrides(parser, argv):
     overrides = {key: value for key, value in typed.items() if key in models.HEAD_OPTIONS}
     backbone = typed.get("backbone") or models.backbone_from_legacy(typed)
     return {**overrides, "backbone": backbone} if backbone else overrides
-
-
-def pictures(test_dir, split, size):
-    """ImageFolder of one split, with pids and cameras read from the file names (either benchmark rule)."""
-    folder = os.path.join(test_dir, split)
-    if not os.path.isdir(folder):
-        hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
-        raise UserError(f"{folder} does not exist", hint)
-    samples = images.image_folder(folder).samples
-    names = [datasets.parse_image_name(path) for path, _ in samples]
-    images.check_images([path for path, _ in samples])
-    return pipeline.ResizedPictures(samples, size), [n.pid for n in names], [n.camid for n in names]
 
 
 def onnx_graph(args, world):
@@ -121,7 +110,7 @@ def main(argv=None):
     world = distributed.from_environment()   # under torchrun each process extracts its share of every split
     device, _ = distributed.choose_device(world, args.gpu_ids)
     splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
-    data = {split: pictures(args.test_dir, split, spec.input_size) for split in splits}
+    data = {split: extraction.split_pictures(args.test_dir, split, spec.input_size) for split in splits}
     net, options = models.load_trained(run_dir, args.which_epoch, device, overrides)
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
@@ -162,9 +151,9 @@ def write_and_evaluate(args, options, data, features, device):
     result = load_features(args.output)
     lines = [line for line in [camera_rule_line(result)] if line]
     for multi in ([None, multi_path] if multi_path else [None]):
-        evaluation = argparse.Namespace(multi=multi, rerank=False, ap=args.ap)
-        lines += ([f"multi-query ({multi_path}):"] if multi else []) + metrics.summary_lines(
-            metrics.run(evaluation, result, device))
+        scores = metrics.run(argparse.Namespace(multi=multi, rerank=False, ap=args.ap), result, device)
+        lines += ([f"multi-query ({multi_path}):"] if multi else []) + metrics.summary_lines(scores)
+        lines += [] if multi else [intervals.interval_line(scores)]   # how much the score depends on the queries
     print("\n".join(lines))
     record_result(args, lines)
     return args.output

@@ -7,16 +7,19 @@ On the CPU, with the toy set (README command 1 does this):
         --no_pretrained --total_epoch 12 --lr 0.1 --seed 0
 Continue an interrupted run:   python train.py --name toy_resnet18 --resume
 
-Reads:  DATA_DIR/{train or train_all, val}/<pid>/*.jpg (written by prepare.py).
+Reads:  DATA_DIR/{train or train_all, val}/<pid>/*.jpg (written by prepare.py); with prepare.py --val_ids
+        also DATA_DIR/{val_query,val_gallery}: people training never sees, ranked every epoch.
 Writes: model/NAME/ (relative to the current directory):
         opts.yaml      every resolved option, nclasses, input size, library versions (test.py rebuilds from it)
         net_010.pth …  the model's state_dict every 10 epochs; net_last.pth after every epoch
         state_last.pth model, optimizer, scheduler, AMP scaler, epoch, RNG states: what --resume needs
         train.jpg      loss and top-1 error, train and val;  summary.csv  one row per epoch
+        with --val_ids data: the unseen identities' Rank@1/mAP in both, net_best.pth (best mAP) and
+        threshold.yaml (same-person threshold for --target_fpr on their pairs, per checkpoint)
 Every file is written under a temporary name and renamed, so a crash never leaves a truncated file.
 
 A correct run prints, per epoch, a progress bar for each phase and a line like:
-    epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  lr 0.0100  21.4 s
+    epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  unseen Rank@1 0.556 mAP 0.471  lr 0.0100  21.4 s
 """
 import math
 import os
@@ -32,8 +35,8 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, checkpoints, distributed, files, pictures, pipeline, runs
-from reid.images import check_images, image_folder, image_transforms
+from reid import acceleration, checkpoints, distributed, files, pictures, pipeline, runs, validation
+from reid.images import training_sets
 from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
@@ -65,6 +68,8 @@ def build_parser():
     recipes.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     acceleration.add_arguments(p)
+    p.add_argument("--target_fpr", type=float, default=0.01,
+                   help="false-positive rate the same-person threshold is chosen for (threshold.yaml; --val_ids data)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights on CPU")
     p.add_argument("--resume", action="store_true", help="continue model/NAME from its last finished epoch")
     p.add_argument("--overwrite", action="store_true", help="delete an existing model/NAME and start again")
@@ -101,29 +106,6 @@ def resolve_options(parser, argv):
     for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
         setattr(args, flag, args.backbone == name)
     return args
-
-
-def load_datasets(args, size):
-    """ImageFolder train and val sets, checked before any training: folders, identities, batch size, pictures."""
-    train_split = "train_all" if args.train_all else "train"
-    train_set = image_folder(os.path.join(args.data_dir, train_split), image_transforms(
-        size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
-    val_set = image_folder(os.path.join(args.data_dir, "val"), image_transforms(size))
-    if len(train_set.classes) < 2:
-        raise UserError(f"{args.data_dir}/{train_split} holds {len(train_set.classes)} identity",
-                        "a classifier needs at least 2 identities: check the dataset")
-    if args.batchsize > len(train_set):
-        raise UserError(f"--batchsize {args.batchsize} is larger than the {len(train_set)} training pictures",
-                        f"pass --batchsize {len(train_set)} or less")
-    unknown = sorted(set(val_set.classes) - set(train_set.classes))
-    if unknown:
-        raise UserError(f"val has identities that {train_split} lacks ({', '.join(unknown[:3])})",
-                        "rebuild the folders with prepare.py --force")
-    # val labels must be train's class indices even when val lacks an identity
-    val_set.samples = [(path, train_set.class_to_idx[val_set.classes[t]]) for path, t in val_set.samples]
-    val_set.targets = [t for _, t in val_set.samples]
-    check_images([path for path, _ in train_set.samples + val_set.samples])
-    return train_set, val_set
 
 
 def run_epoch(net, loader, phase, ctx):
@@ -181,6 +163,7 @@ class TrainingContext:
     warm: Callable = lambda step: 1.0      # step -> loss weight during warm-up (set per epoch by fit)
     progress: bool = True                   # draw the progress bars
     world: distributed.World = distributed.World()   # this process's rank among torchrun's processes
+    held_out: Optional[validation.HeldOut] = None     # the unseen identities (prepare.py --val_ids), or None
 
 
 def training_context(args, net, device):
@@ -207,6 +190,7 @@ def training_context(args, net, device):
 def fit(net, loaders, ctx, args, run_dir, start, history):
     """The epoch loop: train, step the schedule, validate, save, report."""
     for epoch in range(start, args.total_epoch):
+        started = time.time()
         utils.set_seed(utils.derived_seed(args.seed, epoch), deterministic=ctx.device.type == "cpu")
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, epoch))
         ctx.warm = recipes.warm_schedule(args, epoch, len(loaders["train"]))
@@ -217,15 +201,19 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
             distributed.barrier(ctx.world)
             continue
         val_stats = run_epoch(checkpoints.unwrap(net), loaders["val"], "val", ctx)
+        unseen = validation.score_held_out(checkpoints.unwrap(net), ctx.held_out, ctx.device, args.batchsize,
+                                           args.num_workers, args.target_fpr) if ctx.held_out else {}
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
-                        **{f"val_{k}": v for k, v in val_stats.items()}})
+                        **{f"val_{k}": v for k, v in val_stats.items()}, **{f"unseen_{k}": v for k, v in unseen.items()}})
         checkpoints.save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
         distributed.barrier(ctx.world)
         files.write_csv(os.path.join(run_dir, "summary.csv"), history)
         pictures.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
+        validation.write_thresholds(run_dir, history, args.target_fpr)
         print(f"epoch {epoch + 1}/{args.total_epoch}  train loss {train_stats['loss']:.3f} acc {train_stats['acc']:.3f}"
-              f"  val loss {val_stats['loss']:.3f} acc {val_stats['acc']:.3f}  lr {lr:.4f}"
-              f"  {train_stats['seconds'] + val_stats['seconds']:.1f} s")
+              f"  val loss {val_stats['loss']:.3f} acc {val_stats['acc']:.3f}"
+              + (f"  unseen Rank@1 {unseen['rank1']:.3f} mAP {unseen['mAP']:.3f}" if unseen else "")
+              + f"  lr {lr:.4f}  {time.time() - started:.1f} s")
     return history
 
 
@@ -242,12 +230,13 @@ def train_run(args, spec, device, world):
     """Data, network, run folder (rank 0 makes it), resume, the epochs; returns the run folder."""
     say = print if world.main else (lambda *a, **k: None)
     distributed.check_batch(world, args.batchsize, args.num_instances if args.sampler == "pk" else None)
-    train_set, val_set = load_datasets(args, spec.input_size)
+    train_set, val_set = training_sets(args, spec.input_size)
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
     net = distributed.sync_batchnorm(net, world, device) if args.sync_bn else net   # same parameters, optimizer kept
     ctx.world, ctx.progress = world, world.main
+    ctx.held_out = validation.held_out_sets(args.data_dir, spec.input_size) if world.main else None
     run_dir = runs.prepare_run_dir(args) if world.main else runs.run_dir(args.name)
     distributed.barrier(world)
     net = acceleration.compiled(distributed.wrap(net, world, device), args.compile, device)

@@ -68,12 +68,11 @@ def quantized_map(graphs, name, test_dir):
     """mAP on ``test_dir`` through each graph (the toy run's fp32 and int8 graphs)."""
     import numpy as np
 
-    import test as stage4
-    from reid import metrics
+    from reid import extraction, metrics
 
     options = models.trained_options(runs.run_dir(name), {})[0]
     size = models.get_backbone(options["backbone"]).input_size
-    data = {split: stage4.pictures(test_dir, split, size) for split in ("gallery", "query")}
+    data = {split: extraction.split_pictures(test_dir, split, size) for split in ("gallery", "query")}
     scores = {}
     for label, path in graphs.items():
         result = {}

@@ -70,7 +70,7 @@ def timed(work, device):
 def training_rows(opts, train_args, data_dir, device):
     """Input alone and the full step, for each pipeline: {what: images/s}."""
     spec = models.get_backbone(opts.backbone)
-    train_set, val_set = train.load_datasets(train_args, spec.input_size)
+    train_set, val_set = images.training_sets(train_args, spec.input_size)
     started = time.perf_counter()
     cache = pipeline.decode_all(train_set.samples, spec.input_size, opts.num_workers, device)
     print(f"decoded {len(cache)} training pictures once in {time.perf_counter() - started:.1f} s "

@@ -5,7 +5,7 @@ import os
 import torch
 from torch import nn
 
-from reid import files, recipes, runs
+from reid import files, recipes, runs, validation
 from utils import UserError
 
 
@@ -13,11 +13,14 @@ STATE = "state_last.pth"
 
 
 def save_checkpoints(run_dir, net, epoch, args, history, ctx):
-    """net_last.pth (and net_XXX.pth every 10 epochs), then the full state for --resume, atomically."""
+    """net_last.pth (net_XXX.pth every 10 epochs, net_best.pth when the held-out mAP is the best so far),
+    then the full state for --resume, atomically."""
     resume = f"then continue with python train.py --name {os.path.basename(run_dir)} --resume"
     weights = runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("last")), unwrap(net), resume)
     if epoch % 10 == 0:
         runs.save_weights(os.path.join(run_dir, runs.checkpoint_name(epoch)), unwrap(net), resume)
+    if validation.is_best(history):   # the highest held-out mAP so far (prepare.py --val_ids)
+        runs.save_weights(os.path.join(run_dir, runs.checkpoint_name("best")), unwrap(net), resume)
     state = {"epoch": epoch, "model": weights, "optimizer": ctx.optimizer.state_dict(),
              "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
              "history": history, "rng": runs.rng_states(),

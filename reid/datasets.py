@@ -27,15 +27,19 @@ class ImageName:
 
 
 
-def match_masks(q_pids, q_camids, g_pids, g_camids):
+def match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk=True):
     """The Market-1501 protocol's two masks, [queries, gallery], for NumPy arrays or torch tensors alike.
 
     ``good``: the query's person seen by another camera (a correct match). ``junk``: the query's person
     seen by the query's own camera, or a gallery picture with pid JUNK_PID; junk is removed from the
     ranking. Everything else (distractors, pid DISTRACTOR_PID, included) is an ordinary wrong match.
+    ``same_camera_junk=False`` (not the protocol; for ``evaluate_gpu.py --protocols``) counts the
+    query's person seen by its own camera as a correct match, and only pid JUNK_PID as junk.
     """
     same_person = q_pids[:, None] == g_pids[None, :]
     same_camera = q_camids[:, None] == g_camids[None, :]
+    if not same_camera_junk:
+        same_camera = same_camera & False   # every camera counts as another one
     return same_person & ~same_camera, (same_person & same_camera) | (g_pids == JUNK_PID)[None, :]
 
 

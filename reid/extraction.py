@@ -1,13 +1,27 @@
 """Test-time features: the network's feature of each picture and its mirror image (and scales), L2-normalised."""
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from reid import distributed
+from reid import datasets, distributed, images, pipeline
 from reid.pipeline import normalise_pixels
 from utils import UserError
+
+
+def split_pictures(test_dir, split, size):
+    """One split's pictures in ImageFolder order, as uint8 ResizedPictures, with the pids and cameras read
+    from the file names (any benchmark's rule): (pictures, pids, camera ids)."""
+    folder = os.path.join(test_dir, split)
+    if not os.path.isdir(folder):
+        hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
+        raise UserError(f"{folder} does not exist", hint)
+    samples = images.image_folder(folder).samples
+    names = [datasets.parse_image_name(path) for path, _ in samples]
+    images.check_images([path for path, _ in samples])
+    return pipeline.ResizedPictures(samples, size), [n.pid for n in names], [n.camid for n in names]
 
 
 @torch.inference_mode()

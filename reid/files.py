@@ -145,7 +145,8 @@ def write_csv(path, rows):
 
     def write(temporary):
         with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            columns = list(dict.fromkeys(key for row in rows for key in row))   # a resumed older run lacks some
+            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
     atomic_write(path, write)

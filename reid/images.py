@@ -68,3 +68,27 @@ def image_folder(folder, transform=None):
         return ImageFolder(folder, transform)
     except FileNotFoundError as err:   # an empty identity folder, or no picture at all
         raise UserError(f"{folder}: {err}", "rebuild it with prepare.py --force") from None
+
+
+def training_sets(args, size):
+    """train.py's ImageFolder train (or train_all) and val sets, checked before any training: folders,
+    identities, batch size, pictures. ``args``: data_dir, train_all, color_jitter, erasing_p, batchsize."""
+    train_split = "train_all" if args.train_all else "train"
+    train_set = image_folder(os.path.join(args.data_dir, train_split), image_transforms(
+        size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
+    val_set = image_folder(os.path.join(args.data_dir, "val"), image_transforms(size))
+    if len(train_set.classes) < 2:
+        raise UserError(f"{args.data_dir}/{train_split} holds {len(train_set.classes)} identity",
+                        "a classifier needs at least 2 identities: check the dataset")
+    if args.batchsize > len(train_set):
+        raise UserError(f"--batchsize {args.batchsize} is larger than the {len(train_set)} training pictures",
+                        f"pass --batchsize {len(train_set)} or less")
+    unknown = sorted(set(val_set.classes) - set(train_set.classes))
+    if unknown:
+        raise UserError(f"val has identities that {train_split} lacks ({', '.join(unknown[:3])})",
+                        "rebuild the folders with prepare.py --force")
+    # val labels must be train's class indices even when val lacks an identity
+    val_set.samples = [(path, train_set.class_to_idx[val_set.classes[t]]) for path, t in val_set.samples]
+    val_set.targets = [t for _, t in val_set.samples]
+    check_images([path for path, _ in train_set.samples + val_set.samples])
+    return train_set, val_set

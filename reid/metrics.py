@@ -40,7 +40,7 @@ class Metrics:
 SCORE_BINS = 4096   # coarse, monotone buckets of the scores: most comparisons become one histogram
 
 
-def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids):
+def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids, same_camera_junk=True):
     """For one chunk of queries: the 0-based ranks of their correct matches once junk is removed.
 
     Returns ``(ranks, n_good)``: ``ranks`` is (queries, max correct) in ascending order, padded
@@ -52,7 +52,7 @@ def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids):
     higher buckets than a correct match all outrank it (a histogram counts them), and only those in
     its own bucket are compared with it exactly.
     """
-    good, junk = match_masks(q_pids, q_camids, g_pids, g_camids)
+    good, junk = match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk)
     n_good = good.sum(1)
     most = int(n_good.max()) if len(n_good) else 0
     if most == 0:
@@ -91,7 +91,8 @@ def average_precision(ranks, n_good, convention):
     return torch.where(hit, precision, torch.zeros_like(precision)).sum(1) / n_good.clamp(min=1)
 
 
-def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid", scores=None, device="cpu"):
+def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid", scores=None, device="cpu",
+             same_camera_junk=True):
     """Market-1501 evaluation of L2-normalised features (cosine similarity ranks the gallery).
 
     q_feats [Nq, D], g_feats [Ng, D]: features; q_pids/g_pids: person ids (-1 junk, 0 distractor);
@@ -99,7 +100,9 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     (re-ranking passes minus its distance). A wrong match tied with a correct one ranks first.
     Denominators: ``trapezoid`` averages CMC, mAP and mINP over all queries (a query with no correct
     match scores 0, as layumi's evaluate_gpu.py prints); ``standard`` over the queries that have a
-    correct match (torchreid's eval_market1501). No I/O, no printing.
+    correct match (torchreid's eval_market1501). ``same_camera_junk=False`` leaves the protocol: the
+    query's person seen by its own camera becomes a correct match (see datasets.match_masks).
+    No I/O, no printing.
     """
     if ap not in AP_CONVENTIONS:
         raise ValueError(f"unknown AP convention {ap!r}")
@@ -113,7 +116,7 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     for start in range(0, len(q_pids), chunk):
         rows = slice(start, start + chunk)
         block = q_feats[rows] @ g_feats.T if scores is None else tensor(scores[rows], torch.float32)
-        ranks, n_good = correct_match_ranks(block, q_pids[rows], q_camids[rows], g_pids, g_camids)
+        ranks, n_good = correct_match_ranks(block, q_pids[rows], q_camids[rows], g_pids, g_camids, same_camera_junk)
         valid = n_good > 0
         aps.append(average_precision(ranks, n_good, ap))
         last = ranks.gather(1, (n_good - 1).clamp(min=0)[:, None])[:, 0] if ranks.shape[1] else n_good
@@ -165,15 +168,21 @@ def summary_lines(metrics):
     return [layumi, more]
 
 
+def query_features(args, result, say=lambda line: None):
+    """The query features ``args`` asks to score: the .mat's own, or with ``args.multi`` the multi-query ones."""
+    if not args.multi:
+        return result["query_f"]
+    multi = features.load_features(args.multi, multi=True, like=result)
+    query, missing = multi_query_features(result["query_f"], result["query_label"], result["query_cam"],
+                                          multi["mquery_f"], multi["mquery_label"], multi["mquery_cam"])
+    say(f"multi-query: {len(query) - missing} queries averaged over their gt_bbox pictures"
+        + (f", {missing} had none and kept their own feature" if missing else ""))
+    return query
+
+
 def run(args, result, device):
     """Evaluate a loaded result dict as ``args`` asks; returns the Metrics. Used by test.py too."""
-    query = result["query_f"]
-    if args.multi:
-        multi = features.load_features(args.multi, multi=True, like=result)
-        query, missing = multi_query_features(query, result["query_label"], result["query_cam"],
-                                              multi["mquery_f"], multi["mquery_label"], multi["mquery_cam"])
-        print(f"multi-query: {len(query) - missing} queries averaged over their gt_bbox pictures"
-              + (f", {missing} had none and kept their own feature" if missing else ""))
+    query = query_features(args, result, print)
     scores = None
     if args.rerank:
         from reid.re_ranking import re_ranking

@@ -9,19 +9,27 @@ from reid.files import atomic_write
 
 
 def plot_training_curves(path, history):
-    """train.jpg: loss and top-1 error per epoch, train and val (headless)."""
+    """train.jpg: loss and top-1 error per epoch, train and val, and (with prepare.py --val_ids) the
+    unseen identities' Rank@1 and mAP (headless)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    unseen = [row for row in history if "unseen_mAP" in row]
+    figure, axes = plt.subplots(1, 3 if unseen else 2, figsize=(15 if unseen else 10, 4))
+    loss_axis, error_axis = axes[:2]
     epochs = [row["epoch"] for row in history]
     for phase, style in (("train", "o-"), ("val", "s-")):
         loss_axis.plot(epochs, [row[f"{phase}_loss"] for row in history], style, label=phase)
         error_axis.plot(epochs, [1 - row[f"{phase}_acc"] for row in history], style, label=phase)
     loss_axis.set_yscale("log")   # an early spike in val loss would otherwise flatten the rest
-    for axis, title in ((loss_axis, "loss (log scale)"), (error_axis, "top-1 error")):
-        axis.set_title(title)
+    titles = [(loss_axis, "loss (log scale)"), (error_axis, "top-1 error (classification of training people)")]
+    if unseen:
+        for key, label, style in (("unseen_rank1", "Rank@1", "o-"), ("unseen_mAP", "mAP", "s-")):
+            axes[2].plot([row["epoch"] for row in unseen], [row[key] for row in unseen], style, label=label)
+        titles.append((axes[2], "retrieval of unseen people (val_query)"))
+    for axis, title in titles:
+        axis.set_title(title, fontsize=10)
         axis.set_xlabel("epoch")
         axis.legend()
     figure.tight_layout()

@@ -68,7 +68,7 @@ RANGES = {   # train.py flag: (is the value possible?, what it must be)
     "num_workers": (lambda v: v >= 0, "at least 0"), "lr": (lambda v: v > 0, "positive"),
     "weight_decay": (lambda v: v >= 0, "at least 0"), "warm_epoch": (lambda v: v >= 0, "at least 0"),
     "erasing_p": (lambda v: 0 <= v <= 1, "within [0, 1]"), "droprate": (lambda v: 0 <= v < 1, "within [0, 1)"),
-    "wa_decay": (lambda v: 0 < v < 1, "within (0, 1)"),
+    "wa_decay": (lambda v: 0 < v < 1, "within (0, 1)"), "target_fpr": (lambda v: 0 < v < 1, "within (0, 1)"),
 }
 
 

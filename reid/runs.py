@@ -46,11 +46,18 @@ def is_train_run(folder):
     return isinstance(saved, dict) and all(key in saved for key in TRAIN_OPTS_KEYS)
 
 
+NAMED_CHECKPOINTS = ("last", "best", "average")   # newest epoch, best held-out mAP, --wa's weight average
+
+
+def checkpoint_label(epoch):
+    """``last``, ``best``, ``average`` or ``060`` (for 60 or "060"): what follows ``net_`` in the file name."""
+    return str(epoch) if str(epoch) in NAMED_CHECKPOINTS else f"{int(epoch):03d}"
+
+
 def checkpoint_name(epoch):
-    """``net_last.pth``, ``net_average.pth`` or ``net_060.pth``: the one naming rule of train.py and test.py."""
-    if str(epoch) in ("last", "average"):
-        return f"net_{epoch}.pth"
-    return f"net_{int(epoch):03d}.pth"
+    """``net_last.pth``, ``net_best.pth``, ``net_average.pth`` or ``net_060.pth``: the one naming rule of
+    train.py and test.py."""
+    return f"net_{checkpoint_label(epoch)}.pth"
 
 
 def save_weights(path, module, again=RUN_AGAIN):
@@ -96,8 +103,9 @@ def rng_states():
 
 def checkpoint_path(run_dir, which_epoch):
     """model/NAME/net_<epoch>.pth for last, 60 or 060; a missing one lists the epochs that exist."""
-    if which_epoch not in ("last", "average") and not which_epoch.isdigit():
-        raise UserError(f"--which_epoch {which_epoch} is not 'last', 'average' or a number", "pass e.g. last, 60 or 060")
+    if which_epoch not in NAMED_CHECKPOINTS and not which_epoch.isdigit():
+        raise UserError(f"--which_epoch {which_epoch} is not 'last', 'best', 'average' or a number",
+                        "pass e.g. last, best, 60 or 060")
     path = os.path.join(run_dir, checkpoint_name(which_epoch))
     if not os.path.isfile(path):
         found = sorted(n[4:-4] for n in os.listdir(run_dir) if n.startswith("net_") and n.endswith(".pth"))

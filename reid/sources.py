@@ -3,7 +3,9 @@ picture of each split, parsed by the dataset table's naming rule (reid/datasets.
 import os
 from collections import Counter, namedtuple
 
-from reid.datasets import BENCHMARKS, NameRuleError
+import numpy as np
+
+from reid.datasets import BENCHMARKS, NameRuleError, parse_image_name
 from reid.images import is_image_file
 from utils import UserError
 
@@ -101,20 +103,50 @@ def _parses(name, benchmark):
         return False
 
 
-def plan_splits(root, spec, options=None):
-    """Every output split as a list of entries, in sorted order (``options``: --dataset folder's flags)."""
+def plan_splits(root, spec, options=None, val_ids=0, seed=0):
+    """Every output split as a list of entries, in sorted order (``options``: --dataset folder's flags;
+    ``val_ids``: training identities to hold out as the unseen-identity validation set, drawn with ``seed``)."""
     if spec.key == "folder":
         from reid import own_folder
 
         planned, _ = own_folder.plan(root, **options)
-        return with_val({split: [Entry(*entry) for entry in entries] for split, entries in planned.items()})
-    splits = {}
-    for source in spec.sources:
-        if source.lists:
-            splits[source.split] = scan_lists(root, source, spec)
-        elif source.folder_in(root) is not None:
-            splits[source.split] = scan_folder(root, source.folder_in(root), spec)
-    return with_val(splits)
+        splits = {split: [Entry(*entry) for entry in entries] for split, entries in planned.items()}
+    else:
+        splits = {}
+        for source in spec.sources:
+            if source.lists:
+                splits[source.split] = scan_lists(root, source, spec)
+            elif source.folder_in(root) is not None:
+                splits[source.split] = scan_folder(root, source.folder_in(root), spec)
+    return with_val(hold_out(splits, val_ids, seed) if val_ids else splits)
+
+
+def retrieval_split(entries):
+    """One identity's pictures as (queries, gallery): the first picture of each camera is a query as long
+    as every query keeps a picture of the identity from another camera in the gallery."""
+    from reid.own_folder import query_pictures
+
+    queries = query_pictures([parse_image_name(entry.filename).camid for entry in entries])
+    return ([e for i, e in enumerate(entries) if i in queries], [e for i, e in enumerate(entries) if i not in queries])
+
+
+def hold_out(splits, count, seed):
+    """Move ``count`` training identities, drawn with ``seed`` among those a query can be asked of (seen by
+    two cameras), out of train_all into val_query / val_gallery: retrieval of people training never sees."""
+    by_label = {}
+    for entry in splits["train_all"]:
+        by_label.setdefault(entry.label, []).append(entry)
+    answerable = {label: retrieval_split(entries) for label, entries in by_label.items()}
+    eligible = sorted(label for label, (queries, _) in answerable.items() if queries)
+    if not 1 <= count <= min(len(eligible), len(by_label) - 2):
+        raise UserError(f"--val_ids {count} asks to hold out {count} training identities, but {len(eligible)} of "
+                        f"the {len(by_label)} are seen by two cameras and at least 2 must stay for training",
+                        f"pass --val_ids between 1 and {max(1, min(len(eligible), len(by_label) - 2))}")
+    chosen = {eligible[i] for i in np.random.default_rng(seed).choice(len(eligible), size=count, replace=False)}
+    splits = dict(splits, train_all=[e for e in splits["train_all"] if e.label not in chosen])
+    splits["val_query"] = [e for label in sorted(chosen) for e in answerable[label][0]]
+    splits["val_gallery"] = [e for label in sorted(chosen) for e in answerable[label][1]]
+    return splits
 
 
 def with_val(splits):
@@ -127,5 +159,5 @@ def with_val(splits):
     splits["val"] = [e for e in first_seen.values() if pictures[e.label] > 1]
     in_val = set(splits["val"])
     splits["train"] = [e for e in splits["train_all"] if e not in in_val]
-    order = ("train_all", "train", "val", "query", "gallery", "multi-query")
+    order = ("train_all", "train", "val", "val_query", "val_gallery", "query", "gallery", "multi-query")
     return {split: splits[split] for split in order if split in splits}
