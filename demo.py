@@ -13,6 +13,9 @@ Reads:  pytorch_result.mat (--mat, written by test.py) and the pictures under TE
 Writes: a PNG (--out, default show.png; own-photo search: search.png): the query and its top-k gallery pictures, rank numbers above,
         correct matches framed green, wrong ones red; junk (same person and camera, or pid -1) is
         skipped, as the evaluation does. With --report, a folder with index.html (see report.py).
+        Own-photo search frames green the pictures at or above the run's same-person threshold
+        (threshold.yaml, written by train.py on --val_ids data) and says "no match above the threshold"
+        when none is: retrieval always ranks someone first, a threshold can say "nobody".
 Headless: nothing needs a display.
 
 A correct run prints the query and each ranked picture, e.g.
@@ -25,7 +28,7 @@ import os
 import numpy as np
 
 import utils
-from reid import features, files, images, metrics, runs
+from reid import features, files, images, metrics, runs, validation
 from reid.pictures import draw_strip, query_strip, query_title
 from utils import UserError
 
@@ -44,7 +47,9 @@ def build_parser():
     p.add_argument("--name", default=None, type=runs.run_name, help="own-photo search: the trained run under model/NAME/")
     p.add_argument("--query_image", default=None, help="own-photo search: your picture of a person")
     p.add_argument("--gallery_dir", default=None, help="own-photo search: a folder of person pictures to rank")
-    p.add_argument("--which_epoch", default="last", help="own-photo search: checkpoint to load")
+    p.add_argument("--which_epoch", default="last",
+                   help="own-photo search: checkpoint to load (last, best, 60); its threshold.yaml entry decides "
+                        "'same person' or 'no match'")
     p.add_argument("--gpu_ids", default="-1", help="GPU id, or -1 for the CPU")
     p.add_argument("--batchsize", type=int, default=64, help="own-photo search: pictures per forward pass")
     return p
@@ -115,6 +120,17 @@ def gallery_pictures(folder, query_image):
     return gallery
 
 
+def decision(best, threshold, name):
+    """The sentence under an own-photo search: is the best match above the run's same-person threshold?"""
+    if threshold is None:
+        return (f"ranking only: model/{name} has no threshold for this checkpoint (train on data prepared with "
+                "--val_ids to get one)")
+    rule = f"the threshold is chosen for a false-positive rate of {threshold['target_fpr']:g} on held-out people"
+    if best < threshold["threshold"]:
+        return f"no match above the threshold (best {best:.3f} < {threshold['threshold']:.3f}; {rule})"
+    return f"the same person: best {best:.3f} >= {threshold['threshold']:.3f} ({rule})"
+
+
 def search_own_photo(args):
     """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction (reid.extraction)."""
     import model as models
@@ -132,11 +148,16 @@ def search_own_photo(args):
     features = extraction.extract_features(net, pictures, device, args.batchsize)
     scores = (features[1:] @ features[0]).numpy()
     order = np.lexsort((np.arange(len(scores)), -scores))[:args.topk]
-    items = [(gallery[g], f"{rank}\n{scores[g]:.3f}", "unknown") for rank, g in enumerate(order, 1)]
+    threshold = validation.read_threshold(runs.run_dir(args.name), args.which_epoch)
+    cut = threshold["threshold"] if threshold else np.inf   # without one, nobody is called the same person
+    items = [(gallery[g], f"{rank}\n{scores[g]:.3f}", "same" if scores[g] >= cut else "unknown")
+             for rank, g in enumerate(order, 1)]
+    verdict = decision(scores[order[0]], threshold, args.name)
     canvas, _ = draw_strip(args.query_image, items, f"{os.path.basename(args.query_image)} against "
-                           f"{len(gallery)} pictures in {args.gallery_dir} (cosine similarity)")
+                           f"{len(gallery)} pictures in {args.gallery_dir}: {verdict}")
     for rank, g in enumerate(order, 1):
-        print(f"  {rank:>2}  {scores[g]:.4f}  {gallery[g]}")
+        print(f"  {rank:>2}  {scores[g]:.4f}  {'same person' if scores[g] >= cut else '':<11}  {gallery[g]}")
+    print(verdict)
     out = args.out or "search.png"
     files.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
     print(f"wrote {out}")

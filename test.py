@@ -18,9 +18,9 @@ A feature is the head's bottleneck output summed over the picture and its mirror
 
 A correct run prints a progress bar per split, then:
     wrote pytorch_result.mat: 303 queries, 996 gallery pictures, 512-d features
-    Rank@1:0.683168 Rank@5:0.861386 Rank@10:0.910891 mAP:0.512345
-    Rank@20:0.950495 mINP:0.201234 AP:trapezoid queries:303 without a correct match:0
-    95% interval over queries (bootstrap, 1000 draws, seed 0): Rank@1 0.630 to 0.736  mAP 0.470 to 0.555
+    Rank@1:0.567657 Rank@5:0.805281 Rank@10:0.894389 mAP:0.483682
+    Rank@20:0.947195 mINP:0.337903 AP:trapezoid queries:303 without a correct match:0
+    95% interval over queries (bootstrap, 1000 draws, seed 0): Rank@1 0.505 to 0.627  mAP 0.451 to 0.519
 """
 import argparse
 import datetime
@@ -45,7 +45,8 @@ def build_parser():
     p.add_argument("--name", default="ft_ResNet50", type=runs.run_name, help="run name: reads model/NAME/")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--which_epoch", default="last",
-                   help="checkpoint to load: last, average (train.py --wa), or an epoch such as 60 or 060")
+                   help="checkpoint to load: last, best (highest mAP on prepare.py --val_ids identities), average "
+                        "(train.py --wa), or an epoch such as 60 or 060")
     p.add_argument("--batchsize", type=int, default=256, help="pictures per forward pass")
     p.add_argument("--multi", action="store_true", help="also extract multi-query (Market gt_bbox) features")
     p.add_argument("--ms", default="1", help="comma-separated scales whose features are summed, e.g. 1,1.1")

@@ -68,8 +68,9 @@ def build_parser():
     recipes.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     acceleration.add_arguments(p)
-    p.add_argument("--target_fpr", type=float, default=0.01,
-                   help="false-positive rate the same-person threshold is chosen for (threshold.yaml; --val_ids data)")
+    p.add_argument("--target_fpr", type=float, default=0.001,
+                   help="false-positive rate per pair that the same-person threshold is chosen for (threshold.yaml, "
+                        "--val_ids data); a search compares with every gallery picture, so keep it well below 1/gallery")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights on CPU")
     p.add_argument("--resume", action="store_true", help="continue model/NAME from its last finished epoch")
     p.add_argument("--overwrite", action="store_true", help="delete an existing model/NAME and start again")

@@ -8,7 +8,9 @@ Usage:
 Every measurement runs in a fresh process on random L2-normalised 512-d features with random ids
 and cameras (seeded), and reports its wall time and the memory it added on top of its inputs
 (peak resident set minus the resident set once the inputs exist). Baselines: a per-query NumPy loop
-in the layumi style (benchmarks/reference.py), and dense k-reciprocal re-ranking with N x N matrices.
+in the layumi style (benchmarks/reference.py), dense k-reciprocal re-ranking with N x N matrices, a
+Python loop over the bootstrap draws, and verification by sorting every pair's score (scikit-learn's
+roc_curve).
 """
 import argparse
 import multiprocessing
@@ -41,14 +43,24 @@ def resident_bytes():
 def worker(task, sizes, queue):
     sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
     import evaluate_gpu
-    from reid import re_ranking
+    from reid import intervals, re_ranking, verification
     import reference
 
     data = problem(*sizes)
+    per_query = evaluate_gpu.evaluate(*data) if task.startswith("bootstrap") else None   # not timed
     before = resident_bytes()
     started = time.perf_counter()
     if task == "evaluate":
         value = evaluate_gpu.evaluate(*data).mAP
+    elif task == "bootstrap":
+        value = intervals.bootstrap_intervals(per_query)["mAP"][0]
+    elif task == "bootstrap loop":
+        value = reference.bootstrap_loop(per_query.ap, intervals.DRAWS)
+    elif task == "verification":
+        counts = verification.pair_counts(*data)
+        value = verification.operating_point(counts, 1e-3)[1]
+    elif task == "sorted pairs":
+        value = reference.sorted_pairs_tpr(*data, 1e-3)
     elif task == "per-query loop":
         value = reference.layumi_style(*data)[1]
     elif task == "re-rank":
@@ -82,6 +94,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     rows = [("evaluate", MARKET, "per-query loop"), ("per-query loop", MARKET, None), ("re-rank", MARKET, "dense")]
     rows += [] if args.skip_dense else [("dense", MARKET, None)]
+    rows += [("bootstrap", MARKET, "bootstrap loop"), ("bootstrap loop", MARKET, None),
+             ("verification", MARKET, "sorted pairs"), ("sorted pairs", MARKET, None)]
     rows += [("evaluate", MSMT17, None)] + ([("re-rank", MSMT17, None)] if args.msmt_rerank else [])
     print(f"{os.cpu_count()} CPU cores; random 512-d features")
     print(f"{'task':<16}{'queries x gallery':>20}{'seconds':>10}{'extra memory':>14}  result")

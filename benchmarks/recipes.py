@@ -6,10 +6,14 @@ Usage (after bash scripts/practical.sh has made data/Market/pytorch):
 
 Each run trains mobilenet_v3 from random weights on the CPU for --total_epoch epochs with the same
 batch size, learning rate and warm-up (typed flags win over the preset), then runs test.py; the table
-gives Rank@1 and mAP (trapezoid) as mean +- standard deviation over the seeds. Runs go to
+gives Rank@1 and mAP (trapezoid) as mean +- standard deviation over the seeds, beside the last epoch's
+mAP on the held-out identities (prepare.py --val_ids, as the practical prepares the toy set) and the
+classification accuracy on val; then each recipe against the baseline, seed by seed, with
+evaluate_gpu.py --compare's paired bootstrap over queries: better, worse, or within noise. Runs go to
 model/recipe_<name>_seed<k>/ and are resumed, not redone, when the script is run again.
 """
 import argparse
+import csv
 import os
 import re
 import sys
@@ -20,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from reid import recipes as metric_learning  # noqa: E402
-from reid import runs  # noqa: E402
+from reid import intervals, runs  # noqa: E402
 import test as stage4  # noqa: E402
 import train  # noqa: E402
 
@@ -60,16 +64,46 @@ def run(recipe, seed, args):
     return float(rank1), float(mAP)
 
 
+def unseen_and_val(recipe, seed):
+    """The last epoch's held-out retrieval mAP and classification val accuracy, from summary.csv."""
+    with open(os.path.join(runs.run_dir(f"recipe_{recipe}_seed{seed}"), "summary.csv")) as handle:
+        last = list(csv.DictReader(handle))[-1]
+    return float(last.get("unseen_mAP") or "nan"), float(last["val_acc"])
+
+
+def paired_lines(recipes, seeds, reference):
+    """Each recipe against ``reference`` on the same queries, seed by seed (evaluate_gpu.py --compare's
+    paired bootstrap): is the difference in mAP beyond what the choice of queries explains?"""
+    evaluation = argparse.Namespace(multi=None, rerank=False, ap="trapezoid")
+    lines = [f"\nmAP against {reference} on the same queries (paired bootstrap, 95 % interval, points):"]
+    for recipe in recipes:
+        verdicts, cells = [], []
+        for seed in seeds:
+            paths = [os.path.join(runs.run_dir(f"recipe_{name}_seed{seed}"), "result.mat") for name in (reference, recipe)]
+            with redirect_stdout(StringIO()):
+                difference = intervals.compare_runs(*paths, evaluation, seed=seed)[3]["mAP"]
+            verdicts.append("better" if difference.low > 0 else "worse" if difference.high < 0 else "noise")
+            cells.append(f"{difference.points:+.1f} ({difference.low:.1f} to {difference.high:.1f})")
+        lines.append(f"{recipe:<12}" + "  ".join(cells) + f"   better in {verdicts.count('better')} of {len(seeds)}, "
+                     f"worse in {verdicts.count('worse')}, within noise in {verdicts.count('noise')}")
+    return lines
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results = {recipe: [run(recipe, seed, args) for seed in args.seeds] for recipe in args.recipes}
+    held_out = {recipe: np.array([unseen_and_val(recipe, seed) for seed in args.seeds]) for recipe in args.recipes}
     print(f"\nmobilenet_v3, random init, {args.total_epoch} epochs, batch 32, seeds {args.seeds}")
-    print(f"{'recipe':<12}{'Rank@1 (%)':>16}{'mAP (%)':>16}   per seed (Rank@1 / mAP)")
+    print(f"{'recipe':<12}{'Rank@1 (%)':>16}{'mAP (%)':>16}{'unseen mAP':>14}{'val acc':>10}   per seed (Rank@1 / mAP)")
     for recipe, scores in results.items():
-        values = 100 * np.array(scores)
+        values, chosen_by = 100 * np.array(scores), 100 * held_out[recipe]
         print(f"{recipe:<12}{values[:, 0].mean():>9.1f} ± {values[:, 0].std():<4.1f}"
-              f"{values[:, 1].mean():>9.1f} ± {values[:, 1].std():<4.1f}   "
+              f"{values[:, 1].mean():>9.1f} ± {values[:, 1].std():<4.1f}"
+              f"{chosen_by[:, 0].mean():>14.1f}{chosen_by[:, 1].mean():>10.1f}   "
               + ", ".join(f"{r:.1f}/{m:.1f}" for r, m in values))
+    reference = "baseline" if "baseline" in args.recipes else args.recipes[0]
+    for line in paired_lines([r for r in args.recipes if r != reference], args.seeds, reference):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 ``torchreid_style`` follows torchreid's eval_market1501 (sort, drop same pid + camera, plain AP,
 valid queries in the denominator); junk pid -1 is dropped from the gallery first, as torchreid's
 Market-1501 loader does. ``dense_re_ranking`` is k-reciprocal re-ranking with full N x N matrices.
-They are slow on purpose: the fast code in evaluate_gpu.py / re_ranking.py is checked against them.
+``bootstrap_loop`` resamples queries one draw at a time; ``sorted_pairs_tpr`` sorts every pair's score.
+They are slow on purpose: the fast code (reid/metrics.py, re_ranking.py, intervals.py, verification.py)
+is checked against them or timed against them.
 """
 import numpy as np
 
@@ -85,3 +87,22 @@ def dense_re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3):
         jaccard[i] = 1 - overlap / (2.0 - overlap)
     final = jaccard * (1 - lambda_value) + dist[:n_query] * lambda_value
     return final[:, n_query:]
+
+
+def bootstrap_loop(ap, draws, seed=0):
+    """The 2.5th percentile of mAP over ``draws`` resamples of the queries, one Python step per draw."""
+    rng = np.random.default_rng(seed)
+    values = [ap[rng.integers(0, len(ap), len(ap))].mean() for _ in range(draws)]
+    return float(np.percentile(values, 2.5))
+
+
+def sorted_pairs_tpr(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams, target_fpr):
+    """TPR at ``target_fpr`` over every query-gallery pair (junk left out), from scikit-learn's ROC of all
+    the scores at once: the straightforward way, sorting tens of millions of pairs."""
+    from sklearn.metrics import roc_curve
+
+    scores = q_feats @ g_feats.T
+    same_person = q_pids[:, None] == g_pids[None, :]
+    junk = (same_person & (q_cams[:, None] == g_cams[None, :])) | (g_pids == -1)[None, :]
+    fpr, tpr, _ = roc_curve(same_person[~junk], scores[~junk])
+    return float(tpr[fpr <= target_fpr].max())

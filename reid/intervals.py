@@ -83,14 +83,20 @@ class Difference:
 
     def sentence(self, name_a="A", name_b="B", level=LEVEL):
         """'B is better than A by 3.1 mAP points (95 % interval 1.2 to 5.0)', or that it is within noise."""
-        interval = f"{100 * level:.0f} % interval {self.low:.1f} to {self.high:.1f}"
         if self.low > 0:
-            return f"{name_b} is better than {name_a} by {self.points:.1f} {self.score} points ({interval})"
+            return (f"{name_b} is better than {name_a} by {points(self.points)} {self.score} points "
+                    f"({100 * level:.0f} % interval {points(self.low)} to {points(self.high)})")
         if self.high < 0:
-            return (f"{name_a} is better than {name_b} by {-self.points:.1f} {self.score} points "
-                    f"({100 * level:.0f} % interval {-self.high:.1f} to {-self.low:.1f})")
-        return (f"the difference in {self.score} ({self.points:+.1f} points, {interval}) is within noise: "
-                f"these queries cannot tell {name_a} and {name_b} apart")
+            return (f"{name_a} is better than {name_b} by {points(-self.points)} {self.score} points "
+                    f"({100 * level:.0f} % interval {points(-self.high)} to {points(-self.low)})")
+        return (f"the difference in {self.score} ({self.points:+.1f} points, {100 * level:.0f} % interval "
+                f"{points(self.low)} to {points(self.high)}) is within noise: these queries cannot tell "
+                f"{name_a} and {name_b} apart")
+
+
+def points(value):
+    """One decimal, or two for a bound so close to 0 that one decimal would print 0.0 and hide its sign."""
+    return f"{value:.1f}" if abs(value) >= 0.05 or value == 0 else f"{value:.2f}"
 
 
 def paired_differences(metrics_a, metrics_b, draws=DRAWS, seed=0, level=LEVEL):
@@ -105,6 +111,17 @@ def paired_differences(metrics_a, metrics_b, draws=DRAWS, seed=0, level=LEVEL):
         low, high = percentile_interval(resampled_b[name] - resampled_a[name], level)
         differences[name] = Difference(name, 100 * (observed[name][1] - observed[name][0]), 100 * low, 100 * high)
     return differences
+
+
+def compare_runs(path_a, path_b, evaluation, device="cpu", draws=DRAWS, seed=0):
+    """Two runs' feature files, scored as ``evaluation`` (metrics.run's options) on the same queries:
+    (metrics of A, metrics of B, the loaded B, {"Rank@1": Difference, "mAP": Difference} of B minus A)."""
+    from reid import features, metrics
+
+    result_a, result_b = features.load_features(path_a), features.load_features(path_b)
+    check_same_queries(result_a, result_b, path_a, path_b)
+    metrics_a, metrics_b = metrics.run(evaluation, result_a, device), metrics.run(evaluation, result_b, device)
+    return metrics_a, metrics_b, result_b, paired_differences(metrics_a, metrics_b, draws, seed)
 
 
 def check_same_queries(result_a, result_b, path_a, path_b):

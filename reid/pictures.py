@@ -39,7 +39,8 @@ def plot_training_curves(path, history):
 
 TILE = (128, 256)          # width, height of every picture in a strip
 GAP, LABEL, TITLE = 10, 40, 44
-COLOURS = {"correct": (44, 160, 44), "wrong": (214, 39, 40), "query": (31, 119, 180), "unknown": (120, 120, 120)}
+COLOURS = {"correct": (44, 160, 44), "wrong": (214, 39, 40), "query": (31, 119, 180), "unknown": (120, 120, 120),
+           "same": (44, 160, 44)}   # own-photo search: at or above the run's same-person threshold
 
 
 def ranked_gallery(result, index):
@@ -118,6 +119,48 @@ def save_plots(folder, metrics):
     axis.set(xlabel="average precision", ylabel="queries", title=f"AP per query ({metrics.convention})")
     figure.tight_layout()
     figure.savefig(os.path.join(folder, "ap.png"), dpi=100)
+    plt.close(figure)
+
+
+def save_verification_plots(folder, counts, marks):
+    """roc.png (TPR against FPR, log scale) and scores.png (how same-person and different-person pairs
+    score), each with ``marks`` -- [(label, threshold)] -- drawn in; headless."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reid import verification
+
+    fpr, tpr, thresholds = verification.roc(counts)
+    shown = fpr > 0
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(fpr[shown], tpr[shown], "-", color="#1f77b4", label="every threshold")
+    for (label, threshold), colour in zip(marks, ("#d62728", "#ff7f0e", "#2ca02c", "#9467bd")):
+        at = min(int(np.searchsorted(-thresholds, -threshold, side="right")) - 1, len(fpr) - 1)
+        if at >= 0 and fpr[at] > 0:
+            axis.plot(fpr[at], tpr[at], "o", color=colour, label=f"{label}: {threshold:.3f}")
+    axis.set(xscale="log", xlabel="false-positive rate (different people accepted)", ylim=(0, 1.02),
+             ylabel="true-positive rate", title="ROC of query-gallery pairs")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "roc.png"), dpi=100)
+    plt.close(figure)
+    occupied = np.flatnonzero(counts.same + counts.different)
+    group = max(1, (occupied[-1] - occupied[0] + 1) // 80)   # about 80 bars over the scores that occur
+    start = occupied[0] - occupied[0] % group
+    edges = verification.threshold(np.arange(start, occupied[-1] + group + 1, group))
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for values, label, colour in ((counts.different, "different person", "#d62728"),
+                                  (counts.same, "same person", "#2ca02c")):
+        summed = np.add.reduceat(values[start:], np.arange(0, len(values) - start, group))[:len(edges) - 1]
+        axis.stairs(summed / max(1, summed.sum()), edges, fill=True, alpha=0.45, color=colour, label=label)
+    for (label, threshold), style in zip(marks, ("--", ":", "-.", "-")):
+        axis.axvline(threshold, color="black", linestyle=style, linewidth=1, label=f"{label}: {threshold:.3f}")
+    axis.set(xlabel="cosine similarity", ylabel="share of pairs", title="scores of same / different people")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "scores.png"), dpi=100)
     plt.close(figure)
 
 

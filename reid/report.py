@@ -1,7 +1,8 @@
 """The HTML error-analysis report of ``python demo.py --report``: one folder that opens from disk.
 
 index.html shows the summary metrics and their AP convention, a CMC curve, a histogram of per-query
-AP, the Rank-1 matrix per camera pair (query camera x gallery camera), the worst queries with their
+AP, open-set verification (ROC, the score distributions of same- and different-person pairs, the run's
+held-out threshold applied to the test set), the Rank-1 matrix per camera pair (query camera x gallery camera), the worst queries with their
 ranked strips, and a per-query table that sorts when a header is clicked (a few lines of plain
 JavaScript; no framework, no network). Every text taken from the data is HTML-escaped, so a crafted
 file name cannot inject markup or script.
@@ -11,9 +12,9 @@ import os
 
 import numpy as np
 
-from reid import features, files
+from reid import features, files, runs, validation, verification
 from reid.metrics import evaluate
-from reid.pictures import query_strip, save_plots
+from reid.pictures import query_strip, save_plots, save_verification_plots
 
 WORST = 8
 
@@ -109,6 +110,46 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} #queries th{cursor
 figure{margin:1em 0} img{max-width:100%} .plots img{margin-right:1em}"""
 
 
+def rates_at(counts, threshold):
+    """(FPR, TPR) of accepting the pairs that score at least ``threshold``."""
+    fpr, tpr, thresholds = verification.roc(counts)
+    at = int(np.searchsorted(-thresholds, -threshold, side="right")) - 1
+    return (float(fpr[at]), float(tpr[at])) if at >= 0 else (0.0, 0.0)
+
+
+def verification_section(folder, result):
+    """Same person or not: the rates table, roc.png and scores.png, and how the threshold train.py chose
+    on the held-out identities (threshold.yaml of the .mat's run, when it is here) does on this test set."""
+    counts = verification.pair_counts(result["query_f"], result["query_label"], result["query_cam"],
+                                      result["gallery_f"], result["gallery_label"], result["gallery_cam"])
+    if counts.num_same == 0 or counts.num_different == 0:
+        return "<p>This test set lacks same-person or different-person pairs: no verification.</p>"
+    marks, rows = [], []
+    for target in verification.TARGET_FPRS:
+        point = verification.operating_point(counts, target)
+        if point is None:
+            rows.append((f"TPR at FPR {target:g}", f"n/a (fewer than {int(1 / target):,} different-person pairs)"))
+            continue
+        rows.append((f"TPR at FPR {target:g}", f"{point[1]:.3f} (threshold {point[0]:.4f})"))
+        if point[1] > 0 and target == verification.TARGET_FPRS[0]:
+            marks.append((f"test FPR {target:g}", point[0]))
+    eer, eer_threshold = verification.equal_error_rate(counts)
+    rows += [("EER", f"{eer:.3f} (threshold {eer_threshold:.4f})"), ("AUC", f"{verification.area_under_roc(counts):.4f}"),
+             ("pairs", f"{counts.num_same:,} same-person, {counts.num_different:,} different-person (junk left out)")]
+    chosen = validation.read_threshold(runs.run_dir(str(result.get("model_name", ""))),
+                                       str(result.get("which_epoch", "last"))) if result.get("model_name") else None
+    sentence = "No threshold.yaml of this run was found here (prepare.py --val_ids, then train.py, writes one)."
+    if chosen:
+        fpr, tpr = rates_at(counts, chosen["threshold"])
+        marks.append((f"held-out FPR {chosen['target_fpr']:g}", chosen["threshold"]))
+        sentence = (f"The threshold train.py chose on the held-out identities for FPR {chosen['target_fpr']:g}, "
+                    f"{chosen['threshold']:.4f}, gives FPR {fpr:.4f} and TPR {tpr:.3f} on this test set.")
+    save_verification_plots(folder, counts, marks)
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return (f"<table>{cells}</table><p id=threshold>{html.escape(sentence)}</p>"
+            '<div class=plots><img src="roc.png" alt="ROC curve"><img src="scores.png" alt="score distributions"></div>')
+
+
 def write_report(result, folder, topk=10):
     """Write ``folder``/index.html and its pictures; returns the page's path."""
     metrics = result["metrics"]
@@ -121,6 +162,10 @@ def write_report(result, folder, topk=10):
 <h1>Re-ID error analysis</h1>
 <h2>Summary</h2><table>{summary_rows(result, metrics)}</table>
 <div class=plots><img src="cmc.png" alt="CMC curve"><img src="ap.png" alt="AP histogram"></div>
+<h2>Same person or not?</h2>
+<p>Every query-gallery pair is a decision: the same person when the cosine similarity reaches a threshold.
+A higher threshold lets fewer different people through (false positives) and misses more of the same person.</p>
+{verification_section(folder, result)}
 <h2>Rank-1 by camera pair</h2>
 <p>Each cell ranks only the gallery pictures of one camera. Same-camera matches are junk, hence the empty diagonal.</p>
 {camera_table(cameras, matrix)}

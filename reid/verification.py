@@ -135,7 +135,7 @@ def summary_lines(counts):
         else:   # TPR 0: no threshold accepts a same-person pair before that many different ones
             points.append(f"FPR {target:.0e}: TPR {point[1]:.3f}" + (f" at threshold {point[0]:.4f}" if point[1] else ""))
     eer, eer_threshold = equal_error_rate(counts)
-    return [f"verification over query-gallery pairs (junk left out): {counts.num_same:,} same-person, "
-            f"{counts.num_different:,} different-person",
+    return [f"verification by cosine similarity over query-gallery pairs (junk left out): {counts.num_same:,} "
+            f"same-person, {counts.num_different:,} different-person",
             "  " + "  ".join(points),
             f"  EER {eer:.3f} at threshold {eer_threshold:.4f}  AUC {area_under_roc(counts):.4f}"]

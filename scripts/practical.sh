@@ -6,7 +6,8 @@ DATA="${DATA:-data}"
 step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
 
 step "1a. make the toy Market-1501" python toy_data.py --out "$DATA" --dataset market --seed 0
-step "1b. arrange it for training" python prepare.py --download_path "$DATA/Market"
+# 10 training identities are held out as val_query/val_gallery: train.py ranks them every epoch
+step "1b. arrange it for training" python prepare.py --download_path "$DATA/Market" --val_ids 10 --seed 0
 step "1c. make the toy DukeMTMC-reID" python toy_data.py --out "$DATA" --dataset duke --seed 0
 step "1d. arrange it too" python prepare_Duke.py --download_path "$DATA/DukeMTMC-reID"
 
@@ -21,10 +22,17 @@ step "4. extract features and evaluate" python test.py --gpu_ids -1 --name toy_m
     --test_dir "$DATA/Market/pytorch" --which_epoch last --batchsize 64 --multi
 step "5a. evaluate again, torchreid's AP convention" python evaluate_gpu.py --gpu_ids -1 --ap standard
 step "5b. evaluate with k-reciprocal re-ranking" python evaluate_gpu.py --gpu_ids -1 --rerank
-step "5c. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gpu_ids -1 --name toy_mobilenet \
+step "5c. the same features under every convention" python evaluate_gpu.py --gpu_ids -1 --protocols
+step "5d. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gpu_ids -1 --name toy_mobilenet \
     --test_dir "$DATA/DukeMTMC-reID/pytorch" --output duke_result.mat
 
 # Stage 6: look at a ranking, and at where the model fails.
 step "6a. one query's ranking" python demo.py --query_index 7 --test_dir "$DATA/Market/pytorch" --out show.png
 step "6b. the error-analysis report" python demo.py --report --test_dir "$DATA/Market/pytorch" --out report
-printf '\nopen show.png and report/index.html to look at the results\n'
+# 6c-6d: a decision, not only a ranking -- the threshold train.py chose on the held-out people
+step "6c. is this test person in the gallery?" python demo.py --name toy_mobilenet --topk 5 \
+    --gallery_dir "$DATA/Market/pytorch/gallery" --query_image "$(ls "$DATA"/Market/pytorch/query/*/*.jpg | head -1)"
+step "6d. and this held-out person (never in the gallery)?" python demo.py --name toy_mobilenet --topk 5 \
+    --gallery_dir "$DATA/Market/pytorch/gallery" --out search_unseen.png \
+    --query_image "$(ls "$DATA"/Market/pytorch/val_query/*/*.jpg | head -1)"
+printf '\nopen show.png, search.png and report/index.html to look at the results\n'
