@@ -43,6 +43,7 @@ def build_parser():
     p.add_argument("--data_dir", default="data/Market/pytorch", help="the toy pytorch/ folder")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random seeds")
     p.add_argument("--total_epoch", type=int, default=15, help="the budget, the same for every recipe")
+    p.add_argument("--batchsize", type=int, default=32, help="pictures per batch, the same for every recipe")
     p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES),
                    help="rows of the table: baseline, bot, bot_k2 (bot with 2 pictures per identity), "
                         "pk (cross-entropy with the P x K sampler), or a loss (with the P x K sampler)")
@@ -52,7 +53,7 @@ def build_parser():
 def run(recipe, seed, args):
     name = f"recipe_{recipe}_seed{seed}"
     common = ["--gpu_ids", "-1", "--name", name, "--data_dir", args.data_dir, "--backbone", "mobilenet_v3",
-              "--no_pretrained", "--batchsize", "32", "--lr", "0.02", "--warm_epoch", "1",
+              "--no_pretrained", "--batchsize", str(args.batchsize), "--lr", "0.02", "--warm_epoch", "1",
               "--total_epoch", str(args.total_epoch), "--seed", str(seed)]
     resume = ["--resume"] if os.path.exists(os.path.join(runs.run_dir(name), "opts.yaml")) else []
     train.main(common + RECIPES[recipe] + resume)
@@ -93,7 +94,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     results = {recipe: [run(recipe, seed, args) for seed in args.seeds] for recipe in args.recipes}
     held_out = {recipe: np.array([unseen_and_val(recipe, seed) for seed in args.seeds]) for recipe in args.recipes}
-    print(f"\nmobilenet_v3, random init, {args.total_epoch} epochs, batch 32, seeds {args.seeds}")
+    print(f"\nmobilenet_v3, random init, {args.total_epoch} epochs, batch {args.batchsize}, seeds {args.seeds}")
     print(f"{'recipe':<12}{'Rank@1 (%)':>16}{'mAP (%)':>16}{'unseen mAP':>14}{'val acc':>10}   per seed (Rank@1 / mAP)")
     for recipe, scores in results.items():
         values, chosen_by = 100 * np.array(scores), 100 * held_out[recipe]
