@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from test_docs import quoted_toy_scores
 
-DRIFT = 0.03   # how far outside the README's measured range a run may land before the docs must change
+DRIFT = 0.10   # how far outside the README's range of seeds a run may land: another CPU lands like another seed
 STEPS = {"market": "== 4.", "rerank": "== 5b.", "duke": "== 5d."}   # practical.sh's step whose first score line it is
 
 pytestmark = pytest.mark.practical
