@@ -90,7 +90,7 @@ def dense_re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3):
 
 
 def bootstrap_loop(ap, draws, seed=0):
-    """The 2.5th percentile of mAP over ``draws`` resamples of the queries, one Python step per draw."""
+    """The 2.5th percentile of mAP over ``draws`` resamples of the queries, one draw per Python step."""
     rng = np.random.default_rng(seed)
     values = [ap[rng.integers(0, len(ap), len(ap))].mean() for _ in range(draws)]
     return float(np.percentile(values, 2.5))

@@ -25,12 +25,13 @@ def problem(seed, n_query=30, n_gallery=200, dim=12, noise=1.0):
     return features(q_pids), q_pids, q_cams, features(g_pids), g_pids, g_cams
 
 
-def test_resample_counts_draw_every_query_count_with_replacement():
-    counts = intervals.resample_counts(50, draws=300, seed=3)
-    assert counts.shape == (300, 50) and (counts.sum(1) == 50).all()
-    assert np.array_equal(counts, intervals.resample_counts(50, draws=300, seed=3))
-    assert not np.array_equal(counts, intervals.resample_counts(50, draws=300, seed=4))
-    # each query is picked Binomial(50, 1/50) times: mean 1, variance 0.98
+def test_resampling_draws_queries_with_replacement():
+    picks = intervals.resample_queries(50, draws=300, seed=3)
+    assert picks.shape == (300, 50) and picks.min() >= 0 and picks.max() < 50
+    assert np.array_equal(picks, intervals.resample_queries(50, draws=300, seed=3))
+    assert not np.array_equal(picks, intervals.resample_queries(50, draws=300, seed=4))
+    counts = np.stack([np.bincount(row, minlength=50) for row in picks])
+    # each query is picked Binomial(50, 1/50) times per draw: mean 1, variance 0.98
     assert counts.mean() == pytest.approx(1.0) and counts.var() == pytest.approx(0.98, abs=0.05)
 
 
@@ -38,10 +39,10 @@ def test_resample_counts_draw_every_query_count_with_replacement():
 def test_each_resample_equals_evaluating_the_drawn_queries(convention):
     q_f, q_p, q_c, g_f, g_p, g_c = problem(0)
     metrics = evaluate(q_f, q_p, q_c, g_f, g_p, g_c, ap=convention)
-    counts = intervals.resample_counts(len(q_p), draws=25, seed=1)
-    resampled = intervals.resampled_scores(metrics, counts)
+    picks = intervals.resample_queries(len(q_p), draws=25, seed=1)
+    resampled = intervals.resampled_scores(metrics, picks)
     for draw in range(25):
-        drawn = np.repeat(np.arange(len(q_p)), counts[draw])   # the draw's queries, repeats included
+        drawn = picks[draw]   # the draw's queries, repeats included
         again = evaluate(q_f[drawn], q_p[drawn], q_c[drawn], g_f, g_p, g_c, ap=convention)
         assert resampled["Rank@1"][draw] == pytest.approx(again.rank(1), abs=1e-12)
         assert resampled["mAP"][draw] == pytest.approx(again.mAP, abs=1e-9)
@@ -50,7 +51,7 @@ def test_each_resample_equals_evaluating_the_drawn_queries(convention):
 def test_interval_is_the_middle_95_percent_and_holds_the_score():
     metrics = evaluate(*problem(1, n_query=120))
     bounds = intervals.bootstrap_intervals(metrics, draws=400, seed=0)
-    values = intervals.resampled_scores(metrics, intervals.resample_counts(120, 400, 0))
+    values = intervals.resampled_scores(metrics, intervals.resample_queries(120, 400, 0))
     for name, point in (("Rank@1", metrics.rank(1)), ("mAP", metrics.mAP)):
         low, high = bounds[name]
         assert (low, high) == pytest.approx(tuple(np.percentile(values[name], [2.5, 97.5])))
@@ -65,13 +66,17 @@ def test_more_queries_give_a_narrower_interval():
     assert width(400) < 0.7 * width(50)
 
 
+def map_of_drawn(data, drawn):
+    """mAP of the queries ``drawn`` (repeats included), evaluated from scratch."""
+    q_f, q_p, q_c, g_f, g_p, g_c = data
+    return evaluate(q_f[drawn], q_p[drawn], q_c[drawn], g_f, g_p, g_c).mAP
+
+
 def test_paired_difference_equals_the_loop_over_draws():
-    q_f, q_p, q_c, g_f, g_p, g_c = problem(3, n_query=60)
-    worse = evaluate(*problem(3, n_query=60, noise=1.6))   # same ids and cameras, noisier features
-    better = evaluate(q_f, q_p, q_c, g_f, g_p, g_c)
-    counts = intervals.resample_counts(60, 500, 0)
-    per_draw = [100 * ((counts[d] @ np.where(better.valid, better.ap, 0)) - counts[d] @ np.where(worse.valid, worse.ap, 0))
-                / counts[d].sum() for d in range(500)]
+    clean, noisy = problem(3, n_query=60), problem(3, n_query=60, noise=1.6)   # same ids and cameras
+    worse, better = evaluate(*noisy), evaluate(*clean)
+    picks = intervals.resample_queries(60, 500, 0)
+    per_draw = [100 * (map_of_drawn(clean, drawn) - map_of_drawn(noisy, drawn)) for drawn in picks]
     difference = intervals.paired_differences(worse, better, draws=500, seed=0)["mAP"]
     assert difference.points == pytest.approx(100 * (better.mAP - worse.mAP))
     assert (difference.low, difference.high) == pytest.approx(tuple(np.percentile(per_draw, [2.5, 97.5])))
