@@ -108,7 +108,7 @@ def main(argv=None):
     for task, sizes, baseline in rows:
         if baseline and (baseline, sizes) in results:
             ratio = results[(baseline, sizes)][0] / results[(task, sizes)][0]
-            print(f"{task} is {ratio:.1f}x faster than {baseline} at {sizes[0]} x {sizes[1]}")
+            print(f"{task} runs at {ratio:.1f}x the speed of {baseline} at {sizes[0]} x {sizes[1]}")
 
 
 if __name__ == "__main__":
