@@ -4,7 +4,8 @@ Usage:
     python audit.py --data_dir data/Market/pytorch
     python audit.py --data_dir ../MSMT17_V1/pytorch --num_workers 8 --out audit_msmt17
 
-Reads:  DATA_DIR/{train_all,query,gallery}/<pid>/<picture> and prepare_manifest.json (written by prepare.py).
+Reads:  DATA_DIR/{train_all,query,gallery[,val_query,val_gallery]}/<pid>/<picture> and prepare_manifest.json
+        (written by prepare.py; the held-out val_* splits of --val_ids are checked as test splits are).
 Writes: OUT/counts.png (pictures per identity and per camera, each split); nothing under DATA_DIR.
 Finds:  problems — identities in both training and test (a leak), the same picture in both (identical
         bytes, or perceptual hashes at most --max_distance bits apart), queries with no correct match in

@@ -22,6 +22,10 @@ from reid.datasets import NameRuleError, parse_image_name
 from reid.images import is_image_file
 
 TRAIN_SPLITS, TEST_SPLITS = ("train_all",), ("query", "gallery")
+# prepare.py --val_ids: people held out of training for validation; like the test, they must never meet training
+HELD_OUT_SPLITS = ("val_query", "val_gallery")
+NOT_TRAINING = TEST_SPLITS + HELD_OUT_SPLITS
+ASKED = (("query", "gallery"), ("val_query", "val_gallery"))   # each query split and the gallery it searches
 HASH_SIZE = 16   # pHash side: 16 x 16 = 256 bits, held as 4 uint64 words
 BLOCK = 256      # training pictures compared with all test pictures at once
 
@@ -36,10 +40,10 @@ class Picture:
 
 
 def read_prepared(data_dir):
-    """Every picture of train_all, query and gallery under ``data_dir`` (a prepared pytorch/ folder) and the
-    names that break the rules or disagree with their folder: (pictures, [(path, why)])."""
+    """Every picture of train_all, query, gallery (and val_query, val_gallery) under ``data_dir`` (a prepared
+    pytorch/ folder) and the names that break the rules or disagree with their folder: (pictures, [(path, why)])."""
     pictures, broken = [], []
-    for split in TRAIN_SPLITS + TEST_SPLITS:
+    for split in TRAIN_SPLITS + NOT_TRAINING:
         folder = os.path.join(data_dir, split)
         for label in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             for name in sorted(f for f in os.listdir(os.path.join(folder, label)) if is_image_file(f)):
@@ -73,27 +77,34 @@ def unreadable(pictures):
 def counts(pictures):
     """{split: (Counter of pictures per identity, Counter of pictures per camera)}."""
     table = {}
-    for split in TRAIN_SPLITS + TEST_SPLITS:
+    for split in TRAIN_SPLITS + NOT_TRAINING:
         chosen = [p for p in pictures if p.split == split]
+        if not chosen and split in HELD_OUT_SPLITS:   # prepared without --val_ids
+            continue
         table[split] = (Counter(p.label for p in chosen), Counter(p.camid for p in chosen if p.camid is not None))
     return table
 
 
 def leaked_identities(pictures):
-    """Identity labels with pictures both in training and in query/gallery (junk -1 and distractors 0000,
-    which are nobody, excepted)."""
+    """Identity labels with pictures both in training and in query/gallery or the held-out val_query/val_gallery
+    (junk -1 and distractors 0000, which are nobody, excepted)."""
     in_train = {p.label for p in pictures if p.split in TRAIN_SPLITS and (p.pid or 0) > 0}
-    in_test = {p.label for p in pictures if p.split in TEST_SPLITS and (p.pid or 0) > 0}
+    in_test = {p.label for p in pictures if p.split in NOT_TRAINING and (p.pid or 0) > 0}
     return sorted(in_train & in_test)
 
 
 def unanswerable_queries(pictures):
-    """Queries without a correct match in the gallery (the same identity seen by another camera)."""
-    cameras = defaultdict(set)
-    for p in pictures:
-        if p.split == "gallery" and p.pid is not None:
-            cameras[p.pid].add(p.camid)
-    return [p.path for p in pictures if p.split == "query" and p.pid is not None and not cameras[p.pid] - {p.camid}]
+    """Queries (and held-out val queries) without a correct match in their gallery (the same identity seen by
+    another camera)."""
+    lonely = []
+    for query_split, gallery_split in ASKED:
+        cameras = defaultdict(set)
+        for p in pictures:
+            if p.split == gallery_split and p.pid is not None:
+                cameras[p.pid].add(p.camid)
+        lonely += [p.path for p in pictures
+                   if p.split == query_split and p.pid is not None and not cameras[p.pid] - {p.camid}]
+    return lonely
 
 
 def picture_hashes(path):
@@ -122,7 +133,7 @@ def duplicates(pictures, max_distance, workers=1, progress=None):
         hashes = list(progress(pool.imap(picture_hashes, paths, chunksize=64), total=len(paths))
                       if progress else pool.imap(picture_hashes, paths, chunksize=64))
     train = [i for i, p in enumerate(pictures) if p.split in TRAIN_SPLITS]
-    test = [i for i, p in enumerate(pictures) if p.split in TEST_SPLITS]
+    test = [i for i, p in enumerate(pictures) if p.split in NOT_TRAINING]
     found = {}
     by_bytes = defaultdict(list)
     for i in train:

@@ -212,3 +212,19 @@ def test_recipes_benchmark_compares_each_recipe_with_the_baseline(held_out_marke
     printed = re.search(r"mAP.*?([\d.]+) mAP points|mAP \(([+-][\d.]+) points", compared)
     assert code == 0 and printed is not None
     assert abs(difference) == pytest.approx(float(printed.group(1) or printed.group(2).lstrip("+-")), abs=0.051)
+
+
+def test_audit_checks_the_held_out_identities_too(held_out_market, tmp_path, capsys):
+    import audit
+
+    argv = ["--out", tmp_path / "audit", "--num_workers", "1"]
+    code, out, _ = run_cli(audit.main, ["--data_dir", held_out_market, *argv], capsys)
+    assert code == 0 and "val_query" in out and "val_gallery" in out
+    copy = shutil.copytree(held_out_market, tmp_path / "pytorch")
+    person = sorted(os.listdir(copy / "val_query"))[0]
+    shutil.copytree(copy / "val_gallery" / person, copy / "train_all" / person)   # a held-out person trained on
+    shutil.rmtree(copy / "val_gallery" / sorted(os.listdir(copy / "val_query"))[1])   # a query left unanswerable
+    code, out, _ = run_cli(audit.main, ["--data_dir", copy, *argv], capsys)
+    assert code == 1 and "identities in both training and test (a leak) (1)" in out and f"    {person}" in out
+    assert "the same picture in training and test" in out   # the copied pictures are the same bytes
+    assert "queries with no correct match in the gallery" in out and "/val_query/" in out
