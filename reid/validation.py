@@ -64,6 +64,11 @@ def is_best(history):
     return bool(history) and best_epoch(history) == history[-1]["epoch"]
 
 
+def threshold_entry(row):
+    """One checkpoint's entry in threshold.yaml, from its summary row."""
+    return {"epoch": row["epoch"], **{key: float(row[f"unseen_{key}"]) for key in ("threshold", "tpr", "fpr", "rank1", "mAP")}}
+
+
 def write_thresholds(run_dir, history, target_fpr):
     """threshold.yaml: for each checkpoint train.py keeps (last, best, every 10th epoch) the epoch it holds
     and its threshold, TPR and FPR on the held-out pairs."""
@@ -72,11 +77,9 @@ def write_thresholds(run_dir, history, target_fpr):
         return None
     chosen = {"last": history[-1]["epoch"], "best": best_epoch(history),
               **{checkpoint_label(epoch): epoch for epoch in rows if epoch % 10 == 0}}
-    entry = lambda row: {"epoch": row["epoch"], **{key: float(row[f"unseen_{key}"]) for key in  # noqa: E731
-                                                   ("threshold", "tpr", "fpr", "rank1", "mAP")}}
     data = {"target_fpr": target_fpr, "different_person_pairs": int(history[-1]["unseen_pairs"]),
             "chosen_on": "the held-out identities (val_query x val_gallery), never the test set",
-            "checkpoints": {key: entry(rows[epoch]) for key, epoch in chosen.items() if epoch in rows}}
+            "checkpoints": {key: threshold_entry(rows[epoch]) for key, epoch in chosen.items() if epoch in rows}}
     files.save_yaml(os.path.join(run_dir, THRESHOLDS), data)
     return data
 
@@ -87,7 +90,10 @@ def read_threshold(run_dir, which_epoch):
     if not os.path.isfile(path):
         return None
     saved = files.load_yaml(path, "train.py on data prepared with --val_ids")
-    entry = (saved.get("checkpoints") or {}).get(checkpoint_label(which_epoch))
+    try:
+        entry = (saved.get("checkpoints") or {}).get(checkpoint_label(which_epoch))
+    except ValueError:   # an epoch name no checkpoint has (e.g. from a hand-made .mat)
+        return None
     if not isinstance(entry, dict) or not np.isfinite(entry.get("threshold", math.nan)):
         return None
     return {**entry, "target_fpr": saved.get("target_fpr")}
