@@ -72,10 +72,10 @@ def check_args(parser, args):
         parser.error("--compare scores single queries: drop --multi")
 
 
-def compare_lines(args, device):
+def compare_lines(args, result_a, metrics_a, device):
     """Run B on the same queries and gallery: both results, B minus A, and the verdict."""
-    metrics_a, metrics_b, result_b, differences = intervals.compare_runs(args.mat, args.compare, args, device,
-                                                                         args.bootstrap, args.seed)
+    metrics_b, result_b, differences = intervals.compare_with(result_a, metrics_a, args.mat, args.compare, args,
+                                                              device, args.bootstrap, args.seed)
     return [f"A = {args.mat}: Rank@1 {metrics_a.rank(1):.4f}  mAP {metrics_a.mAP:.4f}",
             f"B = {args.compare}: Rank@1 {metrics_b.rank(1):.4f}  mAP {metrics_b.mAP:.4f}"
             f"  ({features.provenance_line(result_b)})"] + [f"{name}: {differences[name].sentence()}"
@@ -104,7 +104,7 @@ def main(argv=None):
     if args.protocols:
         lines += protocols.table_lines(protocols.protocol_table(query_features(args, result), result, device))
     if args.compare:
-        lines += compare_lines(args, device)
+        lines += compare_lines(args, result, metrics, device)
     print("\n".join(lines))
     return metrics
 

@@ -110,16 +110,16 @@ def main(argv=None):
     spec = models.get_backbone(options["backbone"])
     world = distributed.from_environment()   # under torchrun each process extracts its share of every split
     device, _ = distributed.choose_device(world, args.gpu_ids)
+    onnx_path = onnx_graph(args, world) if args.backend == "onnxruntime" else None   # checked before any work
     splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
     data = {split: extraction.split_pictures(args.test_dir, split, spec.input_size) for split in splits}
-    net, options = models.load_trained(run_dir, args.which_epoch, device, overrides)
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
-    amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
-    if args.backend == "onnxruntime":
-        onnx_path = onnx_graph(args, world)
+    if onnx_path:   # the graph holds the network: no checkpoint to load
         features = {split: onnx_export.extract(onnx_path, data[split][0], args.batchsize, args.num_workers, split)
                     .numpy() for split in splits}
         return write_and_evaluate(args, {**options, "backend": f"onnxruntime {onnx_path}"}, data, features, device)
+    net, _ = models.load_trained(run_dir, args.which_epoch, device, overrides)   # built from the same options
+    amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
     distributed.start(world, device)
     # the features go to a column-major file beside --output as they are extracted: a gallery of any size
     # is paged to disk, not held twice in memory (reid/features.py); the folder goes when test.py ends

@@ -83,7 +83,7 @@ def paired_lines(recipes, seeds, reference):
             paths = [os.path.join(runs.run_dir(f"recipe_{name}_seed{seed}"), "result.mat") for name in (reference, recipe)]
             with redirect_stdout(StringIO()):
                 difference = intervals.compare_runs(*paths, evaluation, seed=seed)[3]["mAP"]
-            verdicts.append("better" if difference.low > 0 else "worse" if difference.high < 0 else "noise")
+            verdicts.append(difference.verdict)
             cells.append(f"{difference.points:+.1f} ({difference.low:.1f} to {difference.high:.1f})")
         lines.append(f"{recipe:<12}" + "  ".join(cells) + f"   better in {verdicts.count('better')} of {len(seeds)}, "
                      f"worse in {verdicts.count('worse')}, within noise in {verdicts.count('noise')}")

@@ -43,8 +43,8 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     features, done, broken = None, 0, 0
     with tqdm(total=len(share), desc=desc, unit="img", leave=False, disable=not world.main) as bar:
-        for images, _ in loader:
-            batch = picture_features(net, images.to(device, non_blocking=True), scales, amp_dtype)
+        for pixels, _ in loader:
+            batch = picture_features(net, pixels.to(device, non_blocking=True), scales, amp_dtype)
             if features is None:   # written in place: no list of chunks to concatenate (and hold twice)
                 features = allocate(len(share), batch.shape[1])
             features[done:done + len(batch)] = batch

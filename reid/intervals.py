@@ -77,12 +77,17 @@ class Difference:
     low: float
     high: float
 
+    @property
+    def verdict(self):
+        """"better" (B over A), "worse" or "noise": whether the interval leaves out 0, and on which side."""
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "noise"
+
     def sentence(self, name_a="A", name_b="B", level=LEVEL):
         """'B is better than A by 3.1 mAP points (95 % interval 1.2 to 5.0)', or that it is within noise."""
-        if self.low > 0:
+        if self.verdict == "better":
             return (f"{name_b} is better than {name_a} by {points(self.points)} {self.score} points "
                     f"({100 * level:.0f} % interval {points(self.low)} to {points(self.high)})")
-        if self.high < 0:
+        if self.verdict == "worse":
             return (f"{name_a} is better than {name_b} by {points(-self.points)} {self.score} points "
                     f"({100 * level:.0f} % interval {points(-self.high)} to {points(-self.low)})")
         return (f"the difference in {self.score} ({self.points:+.1f} points, {100 * level:.0f} % interval "
@@ -114,10 +119,19 @@ def compare_runs(path_a, path_b, evaluation, device="cpu", draws=DRAWS, seed=0):
     (metrics of A, metrics of B, the loaded B, {"Rank@1": Difference, "mAP": Difference} of B minus A)."""
     from reid import features, metrics
 
-    result_a, result_b = features.load_features(path_a), features.load_features(path_b)
+    result_a = features.load_features(path_a)
+    metrics_a = metrics.run(evaluation, result_a, device)
+    return (metrics_a, *compare_with(result_a, metrics_a, path_a, path_b, evaluation, device, draws, seed))
+
+
+def compare_with(result_a, metrics_a, path_a, path_b, evaluation, device="cpu", draws=DRAWS, seed=0):
+    """Run B against A when A is already loaded and scored: (metrics of B, the loaded B, the Differences)."""
+    from reid import features, metrics
+
+    result_b = features.load_features(path_b)
     check_same_queries(result_a, result_b, path_a, path_b)
-    metrics_a, metrics_b = metrics.run(evaluation, result_a, device), metrics.run(evaluation, result_b, device)
-    return metrics_a, metrics_b, result_b, paired_differences(metrics_a, metrics_b, draws, seed)
+    metrics_b = metrics.run(evaluation, result_b, device)
+    return metrics_b, result_b, paired_differences(metrics_a, metrics_b, draws, seed)
 
 
 def check_same_queries(result_a, result_b, path_a, path_b):

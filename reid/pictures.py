@@ -131,14 +131,14 @@ def save_verification_plots(folder, counts, marks):
 
     from reid import verification
 
-    fpr, tpr, thresholds = verification.roc(counts)
+    fpr, tpr, _ = verification.roc(counts)
     shown = fpr > 0
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.plot(fpr[shown], tpr[shown], "-", color="#1f77b4", label="every threshold")
     for (label, threshold), colour in zip(marks, ("#d62728", "#ff7f0e", "#2ca02c", "#9467bd")):
-        at = min(int(np.searchsorted(-thresholds, -threshold, side="right")) - 1, len(fpr) - 1)
-        if at >= 0 and fpr[at] > 0:
-            axis.plot(fpr[at], tpr[at], "o", color=colour, label=f"{label}: {threshold:.3f}")
+        marked_fpr, marked_tpr = verification.rates_at(counts, threshold)
+        if marked_fpr > 0:   # a log axis has no 0
+            axis.plot(marked_fpr, marked_tpr, "o", color=colour, label=f"{label}: {threshold:.3f}")
     axis.set(xscale="log", xlabel="false-positive rate (different people accepted)", ylim=(0, 1.02),
              ylabel="true-positive rate", title="ROC of query-gallery pairs")
     axis.grid(alpha=0.3, which="both")

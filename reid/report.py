@@ -110,13 +110,6 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} #queries th{cursor
 figure{margin:1em 0} img{max-width:100%} .plots img{margin-right:1em}"""
 
 
-def rates_at(counts, threshold):
-    """(FPR, TPR) of accepting the pairs that score at least ``threshold``."""
-    fpr, tpr, thresholds = verification.roc(counts)
-    at = int(np.searchsorted(-thresholds, -threshold, side="right")) - 1
-    return (float(fpr[at]), float(tpr[at])) if at >= 0 else (0.0, 0.0)
-
-
 def verification_section(folder, result):
     """Same person or not: the rates table, roc.png and scores.png, and how the threshold train.py chose
     on the held-out identities (threshold.yaml of the .mat's run, when it is here) does on this test set."""
@@ -140,7 +133,7 @@ def verification_section(folder, result):
                                        str(result.get("which_epoch", "last"))) if result.get("model_name") else None
     sentence = "No threshold.yaml of this run was found here (prepare.py --val_ids, then train.py, writes one)."
     if chosen:
-        fpr, tpr = rates_at(counts, chosen["threshold"])
+        fpr, tpr = verification.rates_at(counts, chosen["threshold"])
         marks.append((f"held-out FPR {chosen['target_fpr']:g}", chosen["threshold"]))
         sentence = (f"The threshold train.py chose on the held-out identities for FPR {chosen['target_fpr']:g}, "
                     f"{chosen['threshold']:.4f}, gives FPR {fpr:.4f} and TPR {tpr:.3f} on this test set.")

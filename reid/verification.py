@@ -94,6 +94,14 @@ def roc(counts):
     return fpr, tpr, threshold(np.arange(BINS)[::-1])
 
 
+def rates_at(counts, threshold):
+    """(FPR, TPR) of accepting the pairs that score at least ``threshold`` (the nearest bin edge at or above
+    it; exact for thresholds this module chose)."""
+    fpr, tpr, thresholds = roc(counts)
+    at = int(np.searchsorted(-thresholds, -threshold, side="right")) - 1   # thresholds fall, so negate them
+    return (float(fpr[at]), float(tpr[at])) if at >= 0 else (0.0, 0.0)
+
+
 def operating_point(counts, target_fpr):
     """The best threshold for a false-positive rate of at most ``target_fpr``: the highest TPR within
     that rate, at the highest threshold reaching it (fewest false positives). Returns (threshold, tpr,
