@@ -131,6 +131,13 @@ def decision(best, threshold, name):
     return f"the same person: best {best:.3f} >= {threshold['threshold']:.3f} ({rule})"
 
 
+def strangers_line(threshold, gallery_size):
+    """What the per-pair rate means for one search: the threshold is compared with every gallery picture."""
+    expected = threshold["target_fpr"] * gallery_size
+    return (f"  per search: {gallery_size:,} pictures x {threshold['target_fpr']:g} per pair = about {expected:.1f} "
+            "stranger(s) above the threshold on average: a match can be a stranger")
+
+
 def search_own_photo(args):
     """Rank a folder of pictures by similarity to one picture, with test.py's feature extraction (reid.extraction)."""
     import model as models
@@ -158,6 +165,8 @@ def search_own_photo(args):
     for rank, g in enumerate(order, 1):
         print(f"  {rank:>2}  {scores[g]:.4f}  {'same person' if scores[g] >= cut else '':<11}  {gallery[g]}")
     print(verdict)
+    if threshold:
+        print(strangers_line(threshold, len(gallery)))
     out = args.out or "search.png"
     files.atomic_write(out, lambda temporary: canvas.save(temporary, format="PNG"))
     print(f"wrote {out}")

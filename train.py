@@ -244,15 +244,16 @@ def train_run(args, spec, device, world):
     start, history = checkpoints.restore(run_dir, net, ctx, args) if args.resume else (0, [])
     opts = {**vars(args), "nclasses": len(train_set.classes), "input_size": list(spec.input_size),
             "feature_dim": spec.feature_dim(0 if args.bnneck else args.linear_num), "torch": str(torch.__version__),
-            "torchvision": str(__import__("torchvision").__version__)}
+            "torchvision": str(__import__("torchvision").__version__),
+            "kernels": acceleration.kernel_set(device)}
     if world.main:
         files.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
     if start >= args.total_epoch:
         say(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do (add --total_epoch N to extend it)")
         return run_dir
-    say(f"{args.backbone} on {device}{f' x {world.size} processes' if world.distributed else ''}: {len(train_set)} "
-        f"training pictures of {len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, "
-        f"writing {run_dir}/")
+    processes = f" x {world.size} processes" if world.distributed else ""
+    say(f"{args.backbone} on {device} ({opts['kernels']}){processes}: {len(train_set)} training pictures of "
+        f"{len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
     cache = pipeline.decode_all(train_set.samples, spec.input_size, args.num_workers, device) \
         if pipeline.uses_device_pipeline(args, device) else None
     loaders = recipes.make_loaders(args, train_set, val_set, device, world, cache)

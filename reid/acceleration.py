@@ -57,3 +57,13 @@ def compiled(net, wanted, device):
         print(f"note: --compile cannot run here ({blocker}); training without it")
         return net
     return torch.compile(net)
+
+
+def kernel_set(device):
+    """What decides the arithmetic on ``device``, printed and kept in opts.yaml: on the CPU the instruction set
+    PyTorch's kernels use (AVX2, AVX512, ...), since the same seed gives other weights under another one."""
+    import torch
+
+    if device.type == "cpu":
+        return f"{torch.backends.cpu.get_cpu_capability()} kernels"
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

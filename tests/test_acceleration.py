@@ -1,7 +1,12 @@
 """torch.compile behind --compile: it runs where it can, falls back with one note where it cannot, and the
 compiled network saves and loads under its plain names."""
+import os
+import subprocess
+import sys
+
 import torch
 
+from conftest import ROOT
 from reid import acceleration
 from reid.checkpoints import unwrap
 
@@ -26,3 +31,13 @@ def test_a_compiled_network_computes_the_same_and_unwraps_to_plain_weights():
     inputs = torch.randn(5, 8)
     assert torch.allclose(fast(inputs), net(inputs), atol=1e-6)
     assert unwrap(fast) is net and set(unwrap(fast).state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_the_cpu_kernel_set_is_the_one_pytorch_dispatches_to():
+    code = "import torch; from reid import acceleration; print(acceleration.kernel_set(torch.device('cpu')))"
+    for wanted, name in (("default", "DEFAULT"), ("avx2", "AVX2")):   # the variable only lowers what the CPU has
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": wanted, "PYTHONPATH": ROOT}
+        printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        if name == "AVX2" and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+            continue   # a CPU without AVX2 stays at DEFAULT
+        assert printed.stdout.strip() == f"{name} kernels"

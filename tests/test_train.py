@@ -46,6 +46,7 @@ def test_one_epoch_writes_every_file(prepared_market, in_tmp):
     classes = len(os.listdir(prepared_market / "train"))
     assert opts["nclasses"] == classes and opts["backbone"] == "mobilenet_v3" and opts["input_size"] == [256, 128]
     assert opts["torch"] == str(torch.__version__) and opts["use_dense"] is False
+    assert opts["kernels"] == f"{torch.backends.cpu.get_cpu_capability()} kernels"   # the same seed differs across them
     net = model.build_model("mobilenet_v3", classes, pretrained=False)
     net.load_state_dict(weights(run_dir / "net_last.pth"), strict=True)
     state = weights(run_dir / "state_last.pth")

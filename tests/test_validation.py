@@ -173,6 +173,8 @@ def test_own_photo_search_says_no_match_below_the_threshold(validated_run, held_
     code, out, err = run_cli(demo.main, argv, capsys)
     assert code == 0, err
     assert "no match above the threshold (best " in out and "< 1.500" in out and "same person" not in out
+    gallery = len(list((held_out_market / "gallery").glob("*/*.jpg")))   # what the threshold's per-pair rate means per search
+    assert f"per search: {gallery} pictures x 0.01 per pair = about {gallery * 0.01:.1f} stranger(s)" in out
     write_threshold(tmp_path / "model" / "v", -1.0)   # below any: the best match is the same person
     code, out, _ = run_cli(demo.main, argv, capsys)
     assert code == 0 and "the same person: best " in out and out.count("same person") >= 4
