@@ -10,7 +10,7 @@ Continue an interrupted run:   python train.py --name toy_resnet18 --resume
 Reads:  DATA_DIR/{train or train_all, val}/<pid>/*.jpg (written by prepare.py); with prepare.py --val_ids
         also DATA_DIR/{val_query,val_gallery}: people training never sees, ranked every epoch.
 Writes: model/NAME/ (relative to the current directory):
-        opts.yaml      every resolved option, nclasses, input size, library versions (test.py rebuilds from it)
+        opts.yaml      every resolved option, nclasses, input size, library versions, kernels (test.py rebuilds from it)
         net_010.pth …  the model's state_dict every 10 epochs; net_last.pth after every epoch
         state_last.pth model, optimizer, scheduler, AMP scaler, epoch, RNG states: what --resume needs
         train.jpg      loss and top-1 error, train and val;  summary.csv  one row per epoch
@@ -247,6 +247,8 @@ def train_run(args, spec, device, world):
             "torchvision": str(__import__("torchvision").__version__),
             "kernels": acceleration.kernel_set(device)}
     if world.main:
+        if args.resume:
+            acceleration.note_kernel_change(run_dir, opts["kernels"])
         files.save_yaml(os.path.join(run_dir, "opts.yaml"), opts)
     if start >= args.total_epoch:
         say(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do (add --total_epoch N to extend it)")

@@ -67,3 +67,14 @@ def kernel_set(device):
     if device.type == "cpu":
         return f"{torch.backends.cpu.get_cpu_capability()} kernels"
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def note_kernel_change(run_dir, kernels):
+    """``--resume`` under other kernels than the run's: say so, since the rest of the run then differs (slightly,
+    then like another seed) from the one an uninterrupted run would have given."""
+    from reid import files
+
+    saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py").get("kernels")
+    if saved and saved != kernels:
+        print(f"note: this run was trained with {saved} and continues with {kernels}: from here its weights differ "
+              "from an uninterrupted run's (see README, What is reproducible)")

@@ -91,8 +91,18 @@ def test_resume_after_interruption_is_bit_identical(prepared_market, in_tmp, mon
     assert weights(in_tmp / "model/cut/state_last.pth")["epoch"] == 1
     monkeypatch.setattr(train, "run_epoch", real_run_epoch)
     code, out, _ = run_cli(train.main, ["--name", "cut", "--resume", "--num_workers", "0"], capsys)
-    assert code == 0 and "epochs 2..3" in out
+    assert code == 0 and "epochs 2..3" in out and "note: this run was trained with" not in out
     assert same_weights(whole, weights(in_tmp / "model/cut/net_last.pth"))
+
+
+def test_resume_under_other_cpu_kernels_says_so(prepared_market, in_tmp, capsys):
+    run_dir = in_tmp / train_run(prepared_market, "moved", "--total_epoch", "1")
+    opts = yaml.safe_load((run_dir / "opts.yaml").read_text())
+    here = opts["kernels"]
+    (run_dir / "opts.yaml").write_text(yaml.safe_dump({**opts, "kernels": "VSX kernels"}))   # as if trained on POWER
+    code, out, _ = run_cli(train.main, ["--name", "moved", "--resume", "--total_epoch", "2", "--num_workers", "0"], capsys)
+    assert code == 0 and f"note: this run was trained with VSX kernels and continues with {here}" in out
+    assert yaml.safe_load((run_dir / "opts.yaml").read_text())["kernels"] == here
 
 
 def test_resume_after_sigkill(prepared_market, in_tmp):
