@@ -98,9 +98,7 @@ def main(argv=None):
     lines = summary_lines(metrics)
     if args.bootstrap:
         lines.append(intervals.interval_line(metrics, args.bootstrap, args.seed))
-    lines += verification.summary_lines(verification.pair_counts(
-        result["query_f"], result["query_label"], result["query_cam"], result["gallery_f"], result["gallery_label"],
-        result["gallery_cam"], device))
+    lines += verification.summary_lines(verification.result_pair_counts(result, device))
     if args.protocols:
         lines += protocols.table_lines(protocols.protocol_table(query_features(args, result), result, device))
     if args.compare:

@@ -37,9 +37,7 @@ def match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk=True):
     query's person seen by its own camera as a correct match, and only pid JUNK_PID as junk.
     """
     same_person = q_pids[:, None] == g_pids[None, :]
-    same_camera = q_camids[:, None] == g_camids[None, :]
-    if not same_camera_junk:
-        same_camera = same_camera & False   # every camera counts as another one
+    same_camera = (q_camids[:, None] == g_camids[None, :]) & same_camera_junk   # False: every camera is "another"
     return same_person & ~same_camera, (same_person & same_camera) | (g_pids == JUNK_PID)[None, :]
 
 

@@ -113,8 +113,7 @@ figure{margin:1em 0} img{max-width:100%} .plots img{margin-right:1em}"""
 def verification_section(folder, result):
     """Same person or not: the rates table, roc.png and scores.png, and how the threshold train.py chose
     on the held-out identities (threshold.yaml of the .mat's run, when it is here) does on this test set."""
-    counts = verification.pair_counts(result["query_f"], result["query_label"], result["query_cam"],
-                                      result["gallery_f"], result["gallery_label"], result["gallery_cam"])
+    counts = verification.result_pair_counts(result)
     if counts.num_same == 0 or counts.num_different == 0:
         return "<p>This test set lacks same-person or different-person pairs: no verification.</p>"
     marks, rows = [], []

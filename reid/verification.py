@@ -86,6 +86,12 @@ def pair_counts(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, device="cp
     return counts
 
 
+def result_pair_counts(result, device="cpu"):
+    """pair_counts of a loaded feature file (features.load_features): its queries against its gallery."""
+    return pair_counts(result["query_f"], result["query_label"], result["query_cam"], result["gallery_f"],
+                       result["gallery_label"], result["gallery_cam"], device)
+
+
 def roc(counts):
     """(fpr, tpr, thresholds), thresholds falling from the highest bin to -1: accepting every pair that
     scores at least thresholds[i] gives fpr[i] and tpr[i]."""
