@@ -45,6 +45,7 @@ from utils import UserError
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
                    "input_pipeline"}
 LEGACY_FLAGS = models.LEGACY_FLAGS
+READ_EVERY = 25   # on CUDA: steps between reads of the running loss, so that the CPU can queue steps ahead
 
 
 def build_parser():
@@ -110,10 +111,11 @@ def resolve_options(parser, argv):
 
 
 def run_epoch(net, loader, phase, ctx):
-    """One pass over ``loader``; trains when ``phase == "train"``. Returns mean loss, accuracy, seconds."""
+    """One pass over ``loader``; trains when ``phase == "train"``. Returns mean loss, accuracy, seconds. The sums
+    stay on the device and are read every ``ctx.read_every`` steps: a read (``.item()``) waits for the GPU."""
     training = phase == "train"
     net.train(training)
-    total_loss, correct, seen, started = 0.0, 0, 0, time.time()
+    sums, seen, started = torch.zeros(2, dtype=torch.float64, device=ctx.device), 0, time.time()   # loss, correct
     total = len(loader) * ctx.batchsize if training else len(loader.dataset)
     bar = tqdm(total=total, desc=f"{phase:>5}", unit="img", leave=False, disable=not ctx.progress)
     with torch.set_grad_enabled(training):
@@ -122,12 +124,6 @@ def run_epoch(net, loader, phase, ctx):
             labels = labels.to(ctx.device, non_blocking=True)
             with ctx.autocast():
                 loss, scores = loss_and_scores(net(images), labels, ctx.criterion, ctx.metric)
-            value = loss.item()
-            if training and not math.isfinite(value):
-                bar.close()   # so that the error line starts a line of its own
-                raise UserError(f"the training loss became {value} at step {step + 1} of this epoch: the run diverged",
-                                "the last finished epoch's checkpoints are kept; start again with a smaller --lr "
-                                "(and --overwrite, or a new --name)")
             if training:
                 ctx.optimizer.zero_grad(set_to_none=True)
                 ctx.scaler.scale(loss * ctx.warm(step)).backward()
@@ -136,15 +132,28 @@ def run_epoch(net, loader, phase, ctx):
                 ctx.scaler.update()
                 if ctx.average is not None:
                     ctx.average.update_parameters(net)
-            total_loss += value * len(labels)
-            correct += (scores.argmax(1) == labels).sum().item()
+            sums += torch.stack([loss.detach().double() * len(labels), (scores.argmax(1) == labels).sum().double()])
             seen += len(labels)
             bar.update(len(labels))
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if (step + 1) % ctx.read_every == 0 or step + 1 == len(loader):
+                read_sums(sums, seen, bar, training, step + 1, ctx.read_every)
     bar.close()
+    total_loss, correct = sums.tolist()
     if training:   # every rank trained on its slice: the epoch's figures are over all of them
         total_loss, correct, seen = distributed.reduce_sums(ctx.world, total_loss, correct, seen)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seconds": time.time() - started}
+
+
+def read_sums(sums, seen, bar, training, steps, read_every):
+    """Show the running loss and accuracy; a non-finite training loss stops the run (nothing of it is saved)."""
+    total_loss, correct = sums.tolist()
+    if training and not math.isfinite(total_loss):
+        bar.close()   # so that the error line starts a line of its own
+        late = f" (read every {read_every} steps)" if read_every > 1 else ""
+        raise UserError(f"the training loss became {total_loss / seen} at step {steps} of this epoch{late}: the run "
+                        "diverged", "the last finished epoch's checkpoints are kept; start again with a smaller --lr "
+                        "(and --overwrite, or a new --name)")
+    bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
 
 
 @dataclass
@@ -165,6 +174,7 @@ class TrainingContext:
     progress: bool = True                   # draw the progress bars
     world: distributed.World = distributed.World()   # this process's rank among torchrun's processes
     held_out: Optional[validation.HeldOut] = None     # the unseen identities (prepare.py --val_ids), or None
+    read_every: int = 1                     # steps between reads of the running loss (a read waits for a GPU)
 
 
 def training_context(args, net, device):
@@ -185,7 +195,7 @@ def training_context(args, net, device):
         average=recipes.weight_average(net, args.wa_decay) if args.wa else None,
         scaler=torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),
         autocast=(lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext,
-        memory_format=torch.channels_last if cuda else torch.contiguous_format)
+        memory_format=torch.channels_last if cuda else torch.contiguous_format, read_every=READ_EVERY if cuda else 1)
 
 
 def fit(net, loaders, ctx, args, run_dir, start, history):
@@ -253,7 +263,7 @@ def train_run(args, spec, device, world):
     if start >= args.total_epoch:
         say(f"{run_dir} has finished all {args.total_epoch} epochs; nothing to do (add --total_epoch N to extend it)")
         return run_dir
-    processes = f" x {world.size} processes" if world.distributed else ""
+    processes = f" x {world.size} process{'es' if world.size > 1 else ''}" if world.distributed else ""
     say(f"{args.backbone} on {device} ({opts['kernels']}){processes}: {len(train_set)} training pictures of "
         f"{len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
     cache = pipeline.decode_all(train_set.samples, spec.input_size, args.num_workers, device) \

@@ -5,8 +5,9 @@
 #      (+ torch.compile) — benchmarks/train_speed.py;
 #   3. the input pipelines on real JPEG files (the toy Market): DataLoader alone vs the full step, per-picture
 #      vs decoded-once, and extraction — benchmarks/pipeline_speed.py (bf16);
-#   4. the stages themselves: train.py with --bf16 --compile --input_pipeline device, then test.py; and, with
-#      two GPUs or more, the same run under torchrun with NCCL on every GPU.
+#   4. the stages themselves: train.py with --bf16 --compile --input_pipeline device, then test.py; then the
+#      same run under torchrun with NCCL, one process per GPU (one on a one-GPU machine), resumed, and
+#      test.py sharded over the same processes.
 # Targets (issue 14): >= 3,000 training img/s and >= 10,000 extraction img/s for resnet50 at 256x128.
 #
 # Usage, from the repository root:  bash benchmarks/gpu_check.sh        (PYTHON=... to choose the interpreter)
@@ -17,7 +18,14 @@ PY="${PYTHON:-python3}"
 WORK="$(mktemp -d)"
 LOG="${OUT:-$WORK}/gpu_check.log"
 export PYTHONUNBUFFERED=1
-step() { printf '\n== %s\n' "$1" | tee -a "$LOG"; shift; "$@" 2>&1 | grep -v -E 'it/s\]|img/s\]' | tee -a "$LOG"; }
+FAILED=()
+# one step: its output in the log without the progress bars; a failed step is noted and the next one runs,
+# so that one call on a lent GPU shows every problem at once
+step() {
+  local name="$1"; shift
+  printf '\n== %s\n' "$name" | tee -a "$LOG"
+  "$@" 2>&1 | tr '\r' '\n' | { grep -v -E 'it/s\]|img/s\]' || true; } | tee -a "$LOG" || FAILED+=("$name")
+}
 
 step "machine" bash -c "nvidia-smi -L; $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.device_count(), \"GPU(s)\")'"
 GPUS="$($PY -c 'import torch; print(torch.cuda.device_count())')"
@@ -40,10 +48,15 @@ step "train.py, one GPU: bf16 + compile + decoded-once pipeline" \
     timeout 120 $PY "$OLDPWD/train.py" --gpu_ids 0 "${RUN[@]}"
 step "test.py: extraction and evaluation" \
     timeout 60 $PY "$OLDPWD/test.py" --gpu_ids 0 --name gpu_check --test_dir "$DATA" --batchsize 512 --num_workers 8
-if [ "$GPUS" -ge 2 ]; then
-  step "torchrun, NCCL on $GPUS GPUs" timeout 120 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
-      "$OLDPWD/train.py" "${RUN[@]}" --name gpu_check_ddp --batchsize $((128 * GPUS)) --sync_bn
-else
-  echo "one GPU: the NCCL run of several processes needs two or more (CI runs the same path with gloo)" | tee -a "$LOG"
-fi
+# one process per GPU through a process group: NCCL for CUDA tensors, gloo for CPU ones (with one GPU, one
+# process still checks the group, DistributedDataParallel, SyncBatchNorm's conversion and the sharded test)
+step "torchrun, $GPUS process(es) with NCCL: train.py --sync_bn --resume, then test.py" bash -c \
+    "timeout 120 $PY -m torch.distributed.run --standalone --nproc_per_node $GPUS $OLDPWD/train.py ${RUN[*]} \
+         --name gpu_check_ddp --batchsize $((128 * GPUS)) --total_epoch 1 --sync_bn \
+     && timeout 120 $PY -m torch.distributed.run --standalone --nproc_per_node $GPUS $OLDPWD/train.py ${RUN[*]} \
+         --name gpu_check_ddp --batchsize $((128 * GPUS)) --sync_bn --resume \
+     && timeout 60 $PY -m torch.distributed.run --standalone --nproc_per_node $GPUS $OLDPWD/test.py --gpu_ids 0 \
+         --name gpu_check_ddp --test_dir $DATA --batchsize 512 --num_workers 8 --output ddp_result.mat"
 printf '\ndone; the log is %s\n' "$LOG"
+if [ "${#FAILED[@]}" -gt 0 ]; then printf 'FAILED: %s\n' "${FAILED[@]}" | tee -a "$LOG"; exit 1; fi
+echo "every step passed" | tee -a "$LOG"

@@ -27,6 +27,7 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    launched: bool = False   # started by torchrun (or spawn): a process group even for one process
 
     @property
     def main(self):
@@ -34,22 +35,34 @@ class World:
 
     @property
     def distributed(self):
-        return self.size > 1
+        """Whether this run trains through a process group and DistributedDataParallel. ``torchrun
+        --nproc_per_node 1`` does too, so that a machine with one GPU runs (and checks) the NCCL path."""
+        return self.size > 1 or self.launched
 
 
 def from_environment():
-    """The World that torchrun describes in RANK, LOCAL_RANK and WORLD_SIZE; one process without them."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """The World that torchrun describes in RANK, LOCAL_RANK, WORLD_SIZE and MASTER_ADDR; one process alone
+    without them."""
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return World()
-    return World(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    return World(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]),
+                 launched=True)
+
+
+def backend_for(device):
+    """The process group's backends: gloo on the CPU (so CI can run two processes); on GPUs NCCL for CUDA
+    tensors *and* gloo for CPU ones, since NCCL alone refuses a CPU tensor ("No backend type associated with
+    device type cpu") and the epoch's loss totals and test.py's broken-picture count are summed on the CPU."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def start(world, device):
-    """Join the process group: NCCL between GPUs, gloo on the CPU (so CI can run two processes)."""
+    """Join the process group (on a GPU bound to ``device``, so that NCCL's barrier knows its GPU)."""
     import torch.distributed as dist
 
     if world.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        bound = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend_for(device), **bound)
 
 
 def stop(world):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import test as stage4
 import train
@@ -48,11 +49,21 @@ def test_the_global_batch_must_split_evenly(batchsize, instances, ok):
             distributed.check_batch(World(0, 0, 2), batchsize, instances)
 
 
-def torchrun(workdir, *argv):
+def torchrun(workdir, *argv, processes=2):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           os.path.join(ROOT, "train.py"), *map(str, argv)], cwd=workdir, capture_output=True,
-                          text=True, timeout=300, env=environment)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(processes), os.path.join(ROOT, "train.py"), *map(str, argv)], cwd=workdir,
+                          capture_output=True, text=True, timeout=300, env=environment)
+
+
+def run_folder(run_dir):
+    """What a run folder holds: its file names, opts.yaml, summary.csv's columns and the weights' shapes."""
+    with open(run_dir / "opts.yaml") as handle:
+        opts = yaml.safe_load(handle)
+    with open(run_dir / "summary.csv") as handle:
+        columns = handle.readline().strip().split(",")
+    shapes = {key: tuple(value.shape) for key, value in torch.load(run_dir / "net_last.pth", weights_only=True).items()}
+    return sorted(os.listdir(run_dir)), opts, columns, shapes
 
 
 def test_two_gloo_processes_write_one_run_that_resumes_and_tests(prepared_market, tmp_path, monkeypatch, capsys):
@@ -60,14 +71,20 @@ def test_two_gloo_processes_write_one_run_that_resumes_and_tests(prepared_market
     run = torchrun(tmp_path, *common, "--total_epoch", "1")
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("epoch 1/1") == 1 and "x 2 processes" in run.stdout   # rank 0 alone reports
-    assert sorted(os.listdir(tmp_path / "model/ddp")) == ["net_last.pth", "opts.yaml", "state_last.pth",
-                                                          "summary.csv", "train.jpg"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    monkeypatch.chdir(alone)
+    code, out, err = run_cli(train.main, [*common, "--total_epoch", "1"], capsys)   # the same command, 1 process
+    assert code == 0, err
+    two, one = run_folder(tmp_path / "model/ddp"), run_folder(alone / "model/ddp")
+    assert two == one and two[0] == ["net_last.pth", "opts.yaml", "state_last.pth", "summary.csv", "train.jpg"]
     run = torchrun(tmp_path, *common, "--resume", "--total_epoch", "2")
     assert run.returncode == 0 and "epochs 2..2" in run.stdout, run.stderr[-2000:]
     assert torch.load(tmp_path / "model/ddp/state_last.pth", weights_only=True)["epoch"] == 2
+    # now 1 process, still through a process group (what checks the NCCL path on a machine with one GPU)
+    run = torchrun(tmp_path, *common, "--resume", "--total_epoch", "3", processes=1)
+    assert run.returncode == 0 and "x 1 process:" in run.stdout and "epochs 3..3" in run.stdout, run.stderr[-2000:]
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(train.main, [*common, "--resume", "--total_epoch", "3"], capsys)   # now 1 process
-    assert code == 0 and "epochs 3..3" in out, err
     code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "ddp", "--test_dir", prepared_market,
                                            "--num_workers", "0", "--output", tmp_path / "ddp.mat"], capsys)
     assert code == 0 and "Rank@1:" in out, err
@@ -124,6 +141,24 @@ def test_sync_bn_is_refused_on_the_cpu_and_a_no_op_alone():
         distributed.sync_batchnorm(net, World(0, 0, 2), torch.device("cpu"))
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)   # what the CUDA path does
     assert isinstance(converted[1], torch.nn.SyncBatchNorm) and converted[1].weight is net[1].weight
+
+
+def test_gpu_process_groups_carry_cpu_tensors_too():
+    # NCCL alone refuses the CPU tensors reduce_sums adds up (the epoch's loss totals, test.py's broken
+    # pictures); the CPU's group is gloo alone (NCCL cannot start without a GPU, so CI checks only the name)
+    assert distributed.backend_for(torch.device("cpu")) == "gloo"
+    assert distributed.backend_for(torch.device("cuda", 1)) == "cpu:gloo,cuda:nccl"
+
+
+def test_only_a_launcher_makes_a_process_group(monkeypatch):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")   # set by something else, without torchrun's rendezvous
+    assert distributed.from_environment() == World() and not World().distributed
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.from_environment() == World(0, 0, 1, launched=True)   # torchrun --nproc_per_node 1
+    assert distributed.from_environment().distributed
 
 
 def test_two_processes_extract_the_same_features_as_one(prepared_market, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,5 @@
 """train.py on the small toy set, on CPU: files written, determinism, resume, and bad input."""
+import contextlib
 import csv
 import os
 import signal
@@ -191,3 +192,41 @@ def test_unreadable_image_is_named(prepared_market, tmp_path, monkeypatch, capsy
     broken.write_bytes(b"not a jpeg")
     monkeypatch.chdir(tmp_path)
     expect_error(["--data_dir", data, *FAST], capsys, str(broken))
+
+
+def test_a_diverging_run_stops_in_one_line_and_saves_nothing(prepared_market, in_tmp, capsys):
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "boom", *FAST, "--total_epoch", "1",
+                                        "--lr", "1e12"], capsys)
+    line = err.replace("\r", "\n").strip().splitlines()[-1]   # after the progress bar it closed
+    assert code == 2 and "Traceback" not in err and line.startswith("error: the training loss became nan at step")
+    assert "smaller --lr" in line
+    assert not [name for name in os.listdir(in_tmp / "model/boom") if name.endswith(".pth")]
+
+
+def tiny_epoch(batches, read_every, phase="train"):
+    """run_epoch on a linear classifier over ``batches`` of (pictures, labels), reading its sums every
+    ``read_every`` steps (what train.py does on CUDA, here on the CPU)."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    ctx = train.TrainingContext(device=torch.device("cpu"), criterion=torch.nn.CrossEntropyLoss(), metric=None,
+                                optimizer=optimizer, scheduler=None, scaler=torch.amp.GradScaler("cpu", enabled=False),
+                                autocast=contextlib.nullcontext, memory_format=torch.contiguous_format, batchsize=4,
+                                progress=False, read_every=read_every)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batches), batch_size=4)
+    return train.run_epoch(net, loader, phase, ctx)
+
+
+def test_reading_the_sums_less_often_gives_the_same_epoch_and_still_stops_a_divergence():
+    torch.manual_seed(0)
+    pictures, labels = torch.randn(20, 3, 2, 2), torch.randint(0, 3, (20,))
+    for phase in ("train", "val"):
+        torch.manual_seed(1)
+        every_step = tiny_epoch((pictures, labels), 1, phase)
+        torch.manual_seed(1)
+        every_third = tiny_epoch((pictures, labels), 3, phase)
+        assert (every_step["loss"], every_step["acc"]) == (every_third["loss"], every_third["acc"])
+    pictures[5] = float("nan")   # the second batch of four
+    with pytest.raises(train.UserError, match="became nan at step 2 of"):
+        tiny_epoch((pictures, labels), 1)
+    with pytest.raises(train.UserError, match=r"became nan at step 3 of this epoch \(read every 3 steps\)"):
+        tiny_epoch((pictures, labels), 3)
