@@ -193,7 +193,8 @@ def choose_device(world, gpu_ids_text):
     from utils import parse_gpu_ids, select_device
 
     if world.distributed and parse_gpu_ids(gpu_ids_text) and not torch.cuda.is_available():
-        raise UserError(f"{world.size} processes were started to train on GPUs (--gpu_ids {gpu_ids_text}), "
+        started = f"{world.size} processes were" if world.size > 1 else "1 process was"
+        raise UserError(f"{started} started to train on GPUs (--gpu_ids {gpu_ids_text}), "
                         "but this machine has no CUDA GPU", "pass --gpu_ids -1 to train them on the CPU (gloo)")
     device, gpu_ids = select_device(gpu_ids_text)
     return device_of(world, device, gpu_ids), gpu_ids

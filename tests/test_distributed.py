@@ -131,6 +131,8 @@ def test_processes_asked_for_gpus_on_a_machine_without_any_are_refused(monkeypat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(distributed.UserError, match="no CUDA GPU — pass --gpu_ids -1"):
         distributed.choose_device(World(0, 0, 2), "0")
+    with pytest.raises(distributed.UserError, match="^1 process was started to train on GPUs"):   # torchrun, 1 process
+        distributed.choose_device(World(0, 0, 1, launched=True), "0")
     assert distributed.choose_device(World(0, 0, 2), "-1") == (torch.device("cpu"), [])
 
 
