@@ -35,16 +35,14 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, checkpoints, distributed, files, pictures, pipeline, runs, validation
+from reid import acceleration, checkpoints, distributed, files, pictures, pipeline, recipes, runs, validation
 from reid.images import training_sets
-from reid import recipes
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
                    "input_pipeline"}
-LEGACY_FLAGS = models.LEGACY_FLAGS
 READ_EVERY = 25   # on CUDA: steps between reads of the running loss, so that the CPU can queue steps ahead
 
 
@@ -82,11 +80,11 @@ def resolve_options(parser, argv):
     """Parse, apply the legacy backbone aliases, refuse impossible combinations, merge a resumed run's opts."""
     args = parser.parse_args(argv)
     typed = utils.explicit_options(parser, argv)
-    legacy = [flag for flag in LEGACY_FLAGS if getattr(args, flag)]
-    if len(legacy) > 1 or (legacy and "backbone" in typed and args.backbone != LEGACY_FLAGS[legacy[0]]):
+    legacy = [flag for flag in models.LEGACY_FLAGS if getattr(args, flag)]
+    if len(legacy) > 1 or (legacy and "backbone" in typed and args.backbone != models.LEGACY_FLAGS[legacy[0]]):
         parser.error(f"choose one backbone: --{' and --'.join(legacy)}{' and --backbone' if 'backbone' in typed else ''}")
     if legacy:
-        args.backbone = LEGACY_FLAGS[legacy[0]]
+        args.backbone = models.LEGACY_FLAGS[legacy[0]]
     recipes.apply_recipe(args, typed, models.get_backbone(args.backbone).supports_stride)
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite deletes it: pass one of them")
@@ -105,7 +103,7 @@ def resolve_options(parser, argv):
     acceleration.check_arguments(parser, args)
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
         parser.error(f"--stride 1 is not available for {args.backbone}")
-    for flag, name in LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
+    for flag, name in models.LEGACY_FLAGS.items():   # layumi's test.py reads these booleans from opts.yaml
         setattr(args, flag, args.backbone == name)
     return args
 
