@@ -14,7 +14,8 @@ Writes: pytorch_result.mat (--output): gallery_f float32 [Ng, D], gallery_label 
         appends the scores to model/NAME/result.txt.
 The model is rebuilt through model.py's registry from: defaults <- opts.yaml <- flags typed here.
 A feature is the head's bottleneck output summed over the picture and its mirror image (and the
---ms scales), then L2-normalised; PCB: each stripe normalised, times sqrt(6), concatenated.
+--ms scales), then L2-normalised; PCB: each stripe divided by its norm times sqrt(6), so that the six
+concatenated stripes have length 1.
 
 A correct run prints a progress bar per split, then:
     wrote pytorch_result.mat: 303 queries, 996 gallery pictures, 512-d features

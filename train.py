@@ -3,9 +3,9 @@
 Usage (the course's command, on a GPU):
     python train.py --gpu_ids 0 --name ft_ResNet50 --train_all --batchsize 32 --data_dir ../Market/pytorch
 On the CPU, with the toy set (README command 1 does this):
-    python train.py --gpu_ids -1 --name toy_resnet18 --data_dir data/Market/pytorch --backbone resnet18 \
-        --no_pretrained --total_epoch 12 --lr 0.1 --seed 0
-Continue an interrupted run:   python train.py --name toy_resnet18 --resume
+    python train.py --gpu_ids -1 --name toy_mobilenet --data_dir data/Market/pytorch --backbone mobilenet_v3 \
+        --no_pretrained --batchsize 32 --lr 0.02 --warm_epoch 1 --total_epoch 15 --seed 0
+Continue an interrupted run:   python train.py --name toy_mobilenet --resume
 
 Reads:  DATA_DIR/{train or train_all, val}/<pid>/*.jpg (written by prepare.py); with prepare.py --val_ids
         also DATA_DIR/{val_query,val_gallery}: people training never sees, ranked every epoch.
@@ -19,7 +19,7 @@ Writes: model/NAME/ (relative to the current directory):
 Every file is written under a temporary name and renamed, so a crash never leaves a truncated file.
 
 A correct run prints, per epoch, a progress bar for each phase and a line like:
-    epoch 12/12  train loss 0.912 acc 0.801  val loss 1.204 acc 0.700  unseen Rank@1 0.556 mAP 0.471  lr 0.0100  21.4 s
+    epoch 15/15  train loss 0.513 acc 0.828  val loss 0.497 acc 0.822  unseen Rank@1 0.815 mAP 0.816  lr 0.0020  18.2 s
 """
 import math
 import os

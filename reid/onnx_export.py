@@ -2,8 +2,8 @@
 passes, and ONNX Runtime extraction for test.py --backend onnxruntime.
 
 Inside the graph: uint8 RGB pictures (N, 3, H, W) at the run's input size -> ImageNet normalisation ->
-the feature of the picture plus that of its mirror image -> L2 normalisation (PCB: per stripe, times
-sqrt(6), concatenated). So the caller only decodes and resizes, and the graph's output is test.py's
+the feature of the picture plus that of its mirror image -> L2 normalisation (PCB: each stripe divided
+by its norm times sqrt(6), then concatenated). So the caller only decodes and resizes, and the graph's output is test.py's
 feature at --ms 1. onnx, onnxscript and onnxruntime are optional (requirements-export.txt).
 """
 import importlib.util
