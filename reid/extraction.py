@@ -16,8 +16,9 @@ def split_pictures(test_dir, split, size):
     from the file names (any benchmark's rule): (pictures, pids, camera ids)."""
     folder = os.path.join(test_dir, split)
     if not os.path.isdir(folder):
-        hint = "pass --test_dir ROOT/pytorch as written by prepare.py" + (" (multi-query: Market only)" if split == "multi-query" else "")
-        raise UserError(f"{folder} does not exist", hint)
+        market_only = " (multi-query: Market only)" if split == "multi-query" else ""
+        raise UserError(f"{folder} does not exist",
+                        f"pass --test_dir ROOT/pytorch as written by prepare.py{market_only}")
     samples = images.image_folder(folder).samples
     names = [datasets.parse_image_name(path) for path, _ in samples]
     images.check_images([path for path, _ in samples])

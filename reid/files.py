@@ -6,10 +6,6 @@ import os
 from utils import UserError, wrong_kinds
 
 
-WRITE_FIXES = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (your quota is full)",
-               errno.EACCES: "make the folder writable", errno.EROFS: "write to a disk that is not read-only"}
-
-
 RUN_AGAIN = "then run the command again"
 
 
@@ -29,7 +25,12 @@ def atomic_write(path, write, again=RUN_AGAIN):
         code = err.errno if isinstance(err, OSError) else errno.ENOSPC   # torch's failed write: most likely space
         kept = f"the previous {os.path.basename(path)} is intact" if os.path.isfile(path) else "nothing was written"
         cause = os.strerror(code) if code else "the write failed"
-        raise UserError(f"could not write {path} ({cause}); {kept}", f"{WRITE_FIXES.get(code, 'check the path')}, {again}") from None
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"could not write {path} ({cause}); {kept}",
+                            f"free disk space on that disk (or ask for a larger quota), {again}") from None
+        raise UserError(f"could not write {path} ({cause}); {kept}",
+                        f"make sure its folder exists and you may write to it (permissions, a disk not mounted "
+                        f"read-only), {again}") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -72,24 +72,27 @@ def save_weights(path, module, again=RUN_AGAIN):
 def load_weights(path, fix):
     """``torch.load(path, weights_only=True)`` of a mapping, with one line for each way a file that users
     can copy, truncate or replace goes wrong: empty, cut short or not a checkpoint, or holding Python
-    objects (which could run code while loading, so they are refused). ``fix`` says how to get a good one."""
+    objects (which could run code while loading, so they are refused). ``fix`` says how to do without it."""
     import pickle
 
     import torch
 
     if os.path.getsize(path) == 0:
-        raise UserError(f"{path} is empty (0 bytes)", fix)
+        raise UserError(f"{path} is empty (0 bytes)", f"if you copied it, copy it again; otherwise {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower():
             raise UserError(f"{path} holds Python objects besides tensors; loading those can run arbitrary code, "
                             "so it is refused", f"use a checkpoint that holds only a state_dict: {fix}") from None
-        raise UserError(f"{path} is damaged (not a PyTorch checkpoint)", fix) from None
+        raise UserError(f"{path} is damaged (not a PyTorch checkpoint)",
+                        f"put back the checkpoint train.py wrote under that name, or {fix}") from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:   # torch's errors on a cut-short zip
-        raise UserError(f"{path} is damaged or cut short ({err.__class__.__name__})", fix) from None
+        raise UserError(f"{path} is damaged or cut short ({err.__class__.__name__})",
+                        f"if you copied it, copy it again in full; otherwise {fix}") from None
     if not isinstance(state, dict):
-        raise UserError(f"{path} holds a {type(state).__name__}, not a state_dict", fix)
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state_dict",
+                        f"put back a checkpoint that train.py wrote (a mapping of names to tensors), or {fix}")
     return state
 
 

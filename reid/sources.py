@@ -36,9 +36,11 @@ def check_layout(root, spec):
     others = [b for b in BENCHMARKS.values() if b is not spec and b.sources and not b.subfolder
               and not missing_sources(root, b)]
     if others:
+        commands = " or ".join(f"python {b.script} --download_path {root}" for b in others)
         raise UserError(f"{root} is laid out like {' or '.join(b.title for b in others)}, not {spec.title} "
                         f"(it has no {', '.join(missing)})",
-                        " or ".join(f"run python {b.script} --download_path {root}" for b in others))
+                        f"it is another dataset: prepare it with {commands}, or pass the {spec.title} folder "
+                        "as --download_path")
     nested = [child for child in sorted(os.listdir(root))
               if os.path.isdir(os.path.join(root, child)) and not missing_sources(os.path.join(root, child), spec)]
     if nested:

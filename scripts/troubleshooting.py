@@ -1,19 +1,25 @@
-"""Build the tutorial's troubleshooting table from the code itself, so it cannot drift.
+"""Build docs/troubleshooting.md from the code itself, so it cannot drift.
 
 Every ``UserError(what, fix)`` (and ``NameRuleError``) in the scripts and in reid/ becomes a row:
 the start of the ``error:`` line the user sees, how to fix it, and the file that raises it.
 Parts filled in at run time (paths, numbers) are shown as ``…``.
 
-    python scripts/troubleshooting.py            # print the table
-    python scripts/troubleshooting.py --write    # refresh it in tutorial/README.md
+    python scripts/troubleshooting.py            # print the page
+    python scripts/troubleshooting.py --write    # refresh docs/troubleshooting.md
 """
 import argparse
 import ast
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TUTORIAL = os.path.join(ROOT, "tutorial", "README.md")
-START, END = "<!-- troubleshooting:start -->", "<!-- troubleshooting:end -->"
+PAGE = os.path.join(ROOT, "docs", "troubleshooting.md")
+INTRO = ("Every mistake the scripts recognise (a wrong path, a bad flag, a damaged file) ends the run with one "
+         "line on stderr, `error: <what is wrong> — <how to fix it>`, and exit status 2; a traceback means a bug. "
+         "The table lists every such line with its fix and the file that raises it; `…` stands for a path, "
+         "name or number filled in at run time. This page is generated from the code by "
+         "`python scripts/troubleshooting.py --write`, and a test (`tests/test_reference_docs.py`) fails when it "
+         "no longer matches the code, so edit the `UserError(what, fix)` in the code, never this page.")
 ERRORS = {"UserError", "NameRuleError"}
 PACKAGE = "reid"   # the library the scripts share: its errors reach users too
 
@@ -43,30 +49,39 @@ def collect():
     return [(what, fix, name) for _, what, fix, name in sorted(rows, key=lambda row: (row[3], row[0]))]
 
 
+def cell(text):
+    """Text for one Markdown table cell: on one line, | escaped, and a tag-like < escaped (a Markdown
+    viewer would hide ``<identity>`` as an HTML tag)."""
+    return re.sub(r"<(?=[A-Za-z/!?])", r"\\<", " ".join(text.split()).replace("|", "\\|"))
+
+
 def table():
-    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| the line starts `error:` … | how to fix it | raised in |", "|---|---|---|"]
     lines += [f"| {cell(what)} | {cell(fix)} | `{name}` |" for what, fix, name in collect()]
     return "\n".join(lines)
 
 
+def page():
+    """The whole of docs/troubleshooting.md."""
+    return "\n\n".join(["# Troubleshooting: every `error:` line", INTRO, table()]) + "\n"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="replace the table in tutorial/README.md")
+    parser.add_argument("--write", action="store_true",
+                        help="write the page to docs/troubleshooting.md instead of printing it")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if not args.write:
-        print(table())
+        print(page(), end="")
         return
-    with open(TUTORIAL) as handle:
-        text = handle.read()
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    with open(TUTORIAL, "w") as handle:
-        handle.write(f"{head}{START}\n{table()}\n{END}{tail}")
+    os.makedirs(os.path.dirname(PAGE), exist_ok=True)
+    with open(PAGE, "w", encoding="utf-8") as handle:
+        handle.write(page())
+    print(f"wrote {os.path.relpath(PAGE, ROOT)}")
 
 
 if __name__ == "__main__":
