@@ -181,7 +181,7 @@ class Benchmark:
     folder: str             # the toy set's folder under toy_data.py --out
     cameras: int
     max_pid: int            # real sets number their identities up to about this
-    gt_bbox: bool           # hand-drawn boxes (box 00 in the name) and multi-query exist
+    gt_bbox: bool           # hand-drawn boxes (gt_bbox/) and so multi-query exist
     distractors: str        # "pictures": 0000 and -1 pictures in the gallery; "identities": people seen once
     toy_name: Callable      # (label, camid, frame, box) -> a file name under the rule
     kind: str = "person"    # what an identity is: a person, or a vehicle (VeRi-776)

@@ -11,7 +11,7 @@ step "1b. arrange it for training" python prepare.py --download_path "$DATA/Mark
 step "1c. make the toy DukeMTMC-reID" python toy_data.py --out "$DATA" --dataset duke --seed 0
 step "1d. arrange it too" python prepare_Duke.py --download_path "$DATA/DukeMTMC-reID"
 
-# Stage 3: a small network from random weights (no download), about 10 s an epoch on 2 CPU cores.
+# Stage 3: a small network from random weights (no download), on the CPU.
 TRAIN=(python train.py --gpu_ids -1 --name toy_mobilenet --data_dir "$DATA/Market/pytorch"
        --backbone mobilenet_v3 --no_pretrained --batchsize 32 --lr 0.02 --warm_epoch 1 --total_epoch 15 --seed 0)
 if [ -f model/toy_mobilenet/opts.yaml ]; then TRAIN+=(--resume); fi   # a second run continues or does nothing
@@ -27,7 +27,7 @@ step "5d. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gp
     --test_dir "$DATA/DukeMTMC-reID/pytorch" --output duke_result.mat
 
 # Stage 6: look at a ranking, and at where the model fails.
-step "6a. one query's ranking" python demo.py --query_index 7 --test_dir "$DATA/Market/pytorch" --out show.png
+step "6a. one query's ranking" python demo.py --query_index 13 --test_dir "$DATA/Market/pytorch" --out show.png
 step "6b. the error-analysis report" python demo.py --report --test_dir "$DATA/Market/pytorch" --out report
 # 6c-6d: a decision, not only a ranking -- the threshold train.py chose on the held-out people
 step "6c. is this test person in the gallery?" python demo.py --name toy_mobilenet --topk 5 \

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from test_docs import quoted_toy_scores
+from test_docs import quoted_toy_ranges
 
 DRIFT = 0.10   # how far outside the README's range of seeds a run may land: another CPU lands like another seed
 STEPS = {"market": "== 4.", "rerank": "== 5b.", "duke": "== 5d."}   # practical.sh's step whose first score line it is
@@ -36,13 +36,12 @@ def test_readme_command_one_runs_every_stage():
 
 def check_against_the_readme(stdout):
     """Each toy score the README quotes, against what this run printed: inside the range it states
-    (plus DRIFT), or the README has to be updated with the new machine's numbers."""
-    for key, (quoted_rank1, quoted_map, rank1_range, map_range) in quoted_toy_scores().items():
+    (plus DRIFT), or the README's ranges have to be widened with the new machine's numbers."""
+    for key, (rank1_range, map_range) in quoted_toy_ranges().items():
         section = stdout[stdout.index(STEPS[key]):]
         rank1, mAP = map(float, re.search(r"^Rank@1:([\d.]+) .* mAP:([\d.]+)$", section, re.M).groups())
-        print(f"{key}: Rank@1 {rank1:.3f} mAP {mAP:.3f} (README quotes {quoted_rank1:.3f} / {quoted_map:.3f})")
+        print(f"{key}: Rank@1 {rank1:.3f} mAP {mAP:.3f} (README: {rank1_range} / {map_range})")
         for name, value, (low, high) in (("Rank@1", rank1, rank1_range), ("mAP", mAP, map_range)):
             assert low - DRIFT <= value <= high + DRIFT, (
-                f"{key} {name} {value:.3f} is outside the README's range {low:.3f}-{high:.3f}: "
-                "update the README's results (and the tutorial) with this machine's numbers; they are AVX2 kernels' "
-                "(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 gives them on an AVX-512 CPU)")
+                f"{key} {name} {value:.3f} is outside the README's range {low:.2f}-{high:.2f}: widen the README's "
+                "range with this machine's numbers (docs/reproducibility.md says why CPUs differ)")
