@@ -108,7 +108,7 @@ class Namer:
         frame = self.frames.get(camid, 0) + int(self.rng.integers(5, 60))
         self.frames[camid] = frame
         box = 0
-        if self.benchmark.gt_bbox:   # names carry a box index; 00 = drawn by hand
+        if self.benchmark.gt_bbox:   # names carry a box index; the toy gives its hand-drawn boxes 00
             box = 0 if hand_drawn else int(self.rng.integers(1, 5))
         return self.benchmark.toy_name(label, camid, frame, box)
 

@@ -109,7 +109,7 @@ It imitates Market-1501's layout and naming so that the course's scripts run unc
 File names: PPPP_cCsS_FFFFFF_BB.jpg
   PPPP    person id (four digits); 0000 = distractor (false detection), -1 = junk (bad detection)
   cC      camera C;  sS = video sequence S
-  FFFFFF  frame number;  BB = box index in the frame (00 = drawn by hand: query/, gt_bbox/)
+  FFFFFF  frame number;  BB = index of the box in the frame, from 00 (the toy names query/ and gt_bbox/ pictures 00)
 
 Folders: bounding_box_train (training), bounding_box_test (gallery), query (one per person and camera),
 gt_bbox (hand-drawn boxes for multi-query), gt_query (good/junk gallery indices for each query).
