@@ -46,6 +46,7 @@ from utils import UserError, cli_main
 MANIFEST = PREPARED_MANIFEST
 FORMAT_VERSION = 1
 OUTPUT, PARTIAL, OLD, LOCK = "pytorch", ".pytorch.partial", ".pytorch.old", ".pytorch.lock"
+SPLITS = ("train_all", "train", "val", "query", "gallery", "multi-query", "val_query", "val_gallery")
 
 
 DERIVED_ORIGIN = {"train": "train_all minus val", "val": "first file of each identity (sorted)",
@@ -221,6 +222,21 @@ def up_to_date(output, manifest, args, spec):
     return True
 
 
+def check_replaceable(output, previous, manifest, force):
+    """Refuse to replace a pytorch/ that is not a tree prepared for this dataset: a folder of the user's that
+    happens to be called pytorch (an identity of their own pictures), or another dataset's prepared tree."""
+    if not os.path.isdir(output):
+        return
+    if previous is None:   # not ours; a tree of split folders (layumi's prepare.py) may be rebuilt
+        foreign = sorted(set(os.listdir(output)) - set(SPLITS) - {MANIFEST})
+        if foreign:
+            raise UserError(f"{output} exists and was not written by prepare.py (it holds {foreign[0]})",
+                            "move or rename that folder: prepare.py writes its output there and would replace it")
+    elif previous.get("benchmark") != manifest["benchmark"] and not force:
+        raise UserError(f"{output} was prepared from {previous.get('benchmark')}, not from "
+                        f"{manifest['benchmark']}", "check --dataset and --download_path; --force replaces it")
+
+
 def place_files(root, spec, args, splits, manifest):
     """Under the lock: clean up, skip when up to date, else build pytorch/ and print the table."""
     output, counts = os.path.join(root, OUTPUT), manifest["splits"]
@@ -228,6 +244,7 @@ def place_files(root, spec, args, splits, manifest):
     if up_to_date(output, manifest, args, spec):
         return output
     previous = files.read_json(os.path.join(output, MANIFEST))
+    check_replaceable(output, previous, manifest, args.force)
     if os.path.exists(output):
         reason = "--force" if previous == manifest else ("its source or --link changed" if previous
                                                           else "it is incomplete or made by another tool")

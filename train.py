@@ -290,7 +290,8 @@ def main(argv=None):
         return runs.run_dir(args.name)
     distributed.start(world, device)
     try:
-        return train_run(args, spec, device, world)
+        with runs.run_lock(args.name, world.main):   # no second train.py may write or delete model/NAME meanwhile
+            return train_run(args, spec, device, world)
     finally:
         distributed.stop(world)
 

@@ -1,9 +1,12 @@
 """The run folder model/NAME/: its name, its checkpoint names, how train.py opens it, and the weights saved there."""
 import argparse
+import hashlib
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 
-from reid.files import RUN_AGAIN, atomic_write
+from reid.files import RUN_AGAIN, atomic_write, exclusive_lock
 from utils import UserError
 
 
@@ -116,9 +119,26 @@ def checkpoint_path(run_dir, which_epoch):
     return path
 
 
+@contextmanager
+def run_lock(name, main=True):
+    """Hold a lock on model/NAME while train.py writes it (the process that writes it: rank 0), so that a
+    second train.py on the same run -- an --overwrite or a --resume typed while the first still trains --
+    stops with one line instead of deleting the folder under the running job or mixing two runs' files.
+    The lock file lives in the system's temporary folder, keyed by the run folder's absolute path, so that
+    nothing is created beside the user's files."""
+    if not main:
+        yield
+        return
+    folder = os.path.abspath(run_dir(name))
+    key = hashlib.sha1(folder.encode()).hexdigest()[:16]
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    with exclusive_lock(os.path.join(tempfile.gettempdir(), f"reid-run-{user}-{key}.lock"), run_dir(name)):
+        yield
+
+
 def prepare_run_dir(args):
-    """model/NAME ready for writing. Called only once the network is built, so a failed start leaves no
-    folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
+    """model/NAME ready for writing, under ``run_lock``. Called only once the network is built, so a failed
+    start leaves no folder behind. ``--overwrite`` deletes only a folder train.py made (its opts.yaml is there)."""
     folder = run_dir(args.name)
     if os.path.exists(RUNS_ROOT) and not os.path.isdir(RUNS_ROOT):
         raise UserError(f"{RUNS_ROOT} is a file, but train.py keeps its runs in a folder of that name",

@@ -22,6 +22,10 @@ def missing_sources(root, spec):
     return list(dict.fromkeys(missing))
 
 
+def release_commands(benchmarks, root):
+    return " or ".join(f"python {b.script} --download_path {root}" for b in benchmarks)
+
+
 def check_layout(root, spec):
     """Fail before any work when ROOT is missing or is not laid out like the benchmark."""
     release = os.path.dirname(root) if spec.subfolder else root   # CUHK03-NP: ROOT/labeled or ROOT/detected
@@ -30,17 +34,19 @@ def check_layout(root, spec):
     if not os.path.isdir(release):
         raise UserError(f"{release} is a file, not the dataset folder", "pass the unzipped folder as --download_path")
     missing = [f"{spec.subfolder}/"] if spec.subfolder and not os.path.isdir(root) else missing_sources(root, spec)
+    others = [b for b in BENCHMARKS.values() if b is not spec and b.sources and not b.subfolder
+              and not missing_sources(release, b)]
+    if not spec.sources and others:   # own pictures: a release's folders would become "identities"
+        raise UserError(f"{release} is laid out like {' or '.join(b.title for b in others)}, not as one folder per "
+                        "identity", f"prepare it with {release_commands(others, release)}")
     if not missing:
         return
     root = release
-    others = [b for b in BENCHMARKS.values() if b is not spec and b.sources and not b.subfolder
-              and not missing_sources(root, b)]
     if others:
-        commands = " or ".join(f"python {b.script} --download_path {root}" for b in others)
         raise UserError(f"{root} is laid out like {' or '.join(b.title for b in others)}, not {spec.title} "
                         f"(it has no {', '.join(missing)})",
-                        f"it is another dataset: prepare it with {commands}, or pass the {spec.title} folder "
-                        "as --download_path")
+                        f"it is another dataset: prepare it with {release_commands(others, root)}, or pass the "
+                        f"{spec.title} folder as --download_path")
     nested = [child for child in sorted(os.listdir(root))
               if os.path.isdir(os.path.join(root, child)) and not missing_sources(os.path.join(root, child), spec)]
     if nested:

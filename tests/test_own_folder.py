@@ -123,3 +123,32 @@ def test_each_mistake_is_one_line_and_writes_nothing(own_root, tmp_path, extra, 
 def test_folder_flags_on_a_benchmark_are_refused(market_root, capsys):
     code, _, err = run_cli(prepare.main, ["--download_path", market_root, "--camera_regex", "x"], capsys)
     assert code == 2 and "only apply to --dataset folder" in one_error_line(err)
+
+
+def test_an_identity_folder_named_pytorch_is_never_replaced(own_root, capsys):
+    """prepare.py writes ROOT/pytorch/: a person's folder of that name must stop it, not be deleted by it."""
+    os.rename(own_root / sorted(os.listdir(own_root))[0], own_root / "pytorch")
+    before = snapshot(own_root)
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root], capsys)
+    assert code == 2 and "was not written by prepare.py" in one_error_line(err)
+    assert snapshot(own_root) == before
+
+
+def test_a_release_is_not_taken_for_own_pictures(market_root, capsys):
+    """A Market-1501 folder's bounding_box_train/, query/ … are not people, and its prepared tree stays."""
+    assert run_cli(prepare.main, ["--download_path", market_root], capsys)[0] == 0
+    before = snapshot(market_root)
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", market_root], capsys)
+    assert code == 2 and "is laid out like Market-1501" in one_error_line(err)
+    assert snapshot(market_root) == before
+
+
+def test_another_datasets_prepared_tree_is_not_replaced(own_root, market_root, capsys):
+    assert run_cli(prepare.main, ["--download_path", market_root], capsys)[0] == 0
+    shutil.copytree(market_root / "pytorch", own_root / "pytorch")
+    before = snapshot(own_root)
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root], capsys)
+    assert code == 2 and "was prepared from Market-1501" in one_error_line(err)
+    assert snapshot(own_root) == before
+    code, _, _ = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root, "--force"], capsys)
+    assert code == 0 and read_json(own_root / "pytorch" / "prepare_manifest.json")["benchmark"] == "own pictures"

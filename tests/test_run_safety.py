@@ -5,7 +5,7 @@ import pytest
 
 import model
 import train
-from reid import checkpoints
+from reid import checkpoints, runs
 import utils
 from conftest import one_error_line, run_cli, snapshot
 from test_train import FAST, in_tmp, train_run  # noqa: F401  (in_tmp is a fixture)
@@ -40,6 +40,21 @@ def test_overwrite_replaces_a_run_train_made(prepared_market, in_tmp, capsys):
     code, _, _ = run_cli(train.main, ["--data_dir", prepared_market, "--name", "again", *FAST, "--total_epoch", "1",
                                       "--overwrite"], capsys)
     assert code == 0 and not (run_dir / "stale.txt").exists() and (run_dir / "net_last.pth").exists()
+
+
+def test_a_run_still_training_is_never_overwritten_nor_resumed_twice(prepared_market, in_tmp, capsys):
+    train_run(prepared_market, "busy", "--total_epoch", "1")
+    before = snapshot(in_tmp)
+    capsys.readouterr()
+    with runs.run_lock("busy"):   # what the first train.py holds while it trains
+        for extra in (["--overwrite"], ["--resume", "--total_epoch", "2"]):
+            code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "busy", *FAST,
+                                                "--total_epoch", "1", *extra], capsys)
+            assert code == 2 and "is writing model/busy right now" in one_error_line(err), extra
+    assert snapshot(in_tmp) == before
+    code, _, _ = run_cli(train.main, ["--data_dir", prepared_market, "--name", "busy", *FAST, "--total_epoch", "1",
+                                      "--overwrite"], capsys)
+    assert code == 0   # once the first run has ended, the same command works
 
 
 def test_failed_start_leaves_no_folder_and_the_retry_works(prepared_market, in_tmp, monkeypatch, capsys):
