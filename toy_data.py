@@ -31,6 +31,7 @@ A correct run prints (default sizes, seed 0):
 import io
 import json
 import os
+import re
 import shutil
 import time
 from multiprocessing import Pool
@@ -71,6 +72,11 @@ def build_parser():
     parser.add_argument("--junk", type=int, default=40, help="Market: -1 bad detections in the gallery")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="processes that draw pictures (the output does not depend on it)")
+    look = parser.add_argument_group("how the set looks (defaults: the practical's set)")
+    look.add_argument("--size", default="128x256", help="picture width x height; real Market-1501 crops are 64x128")
+    look.add_argument("--nuisance", type=float, default=1.0,
+                      help="scale of each camera's colour cast, brightness change, blur and noise (0: none)")
+    look.add_argument("--clutter", type=int, default=4, help="at most this many objects in a picture's background")
     parser.add_argument("--plant", default="", help="problems for audit.py to find, comma-separated: "
                         + ", ".join(f"{name} ({what})" for name, what in toy_layout.PLANTS.items()))
     parser.add_argument("--overwrite", action="store_true",
@@ -93,6 +99,12 @@ def check_args(parser, args):
     unknown = set(args.plant.split(",")) - set(toy_layout.PLANTS) - {""}
     if unknown:
         parser.error(f"--plant {', '.join(sorted(unknown))}: choose from {', '.join(toy_layout.PLANTS)}")
+    size = re.fullmatch(r"(\d+)x(\d+)", args.size)
+    if not size or not (16 <= int(size[1]) <= 1024 and 32 <= int(size[2]) <= 2048):
+        parser.error(f"--size {args.size}: pass WIDTHxHEIGHT, e.g. 64x128 (16 to 1024 wide, 32 to 2048 high)")
+    if args.nuisance < 0 or args.clutter < 1:
+        parser.error("--nuisance must be >= 0 and --clutter >= 1")
+    args.style = toy_render.Style((int(size[1]), int(size[2])), args.nuisance, args.clutter)
     if args.train_ids + args.test_ids + 1 > 9999:
         parser.error("at most 9998 identities fit the four-digit names")
 
@@ -176,15 +188,15 @@ def plan_dataset(args):
 
 def draw_shot(job):
     """Render one shot to JPEG bytes (runs in a worker process)."""
-    shot, seed = job
-    camera = toy_render.make_camera(np.random.default_rng([seed, 2, shot.camid]))
+    shot, seed, style = job
+    camera = toy_render.make_camera(np.random.default_rng([seed, 2, shot.camid]), style.nuisance)
     rng = np.random.default_rng(list(shot.seed))
     person = None
     if shot.pid != 0:
         # junk shows someone from outside the dataset, badly cropped
         identity_seed = [seed, 1, shot.pid] if shot.pid > 0 else [seed, 5, *shot.seed]
         person = toy_render.make_identity(np.random.default_rng(identity_seed))
-    image = toy_render.render(rng, camera, person, crop=shot.crop)
+    image = toy_render.render(rng, camera, person, crop=shot.crop, style=style)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG" if shot.filename.endswith(".png") else "JPEG", quality=90)
     return buffer.getvalue()
@@ -196,7 +208,7 @@ def write_dataset(args, root, shots):
     paths = [os.path.join(root, toy_layout.place(benchmark, shot)) for shot in shots]
     for folder in sorted({os.path.dirname(path) for path in paths}):
         os.makedirs(folder)
-    jobs = [(shot, args.seed) for shot in shots]
+    jobs = [(shot, args.seed, args.style) for shot in shots]
     with Pool(args.workers) as pool:
         pictures = list(tqdm(pool.imap(draw_shot, jobs, chunksize=32), total=len(shots), desc="drawing", unit="img"))
     for shot, path, picture in zip(shots, paths, pictures):
@@ -219,11 +231,17 @@ def settings_of(args):
     """What determines the dataset's bytes; stored in toy_dataset.json to recognise a finished set."""
     keys = ("dataset", "seed", "train_ids", "test_ids", "images_per_camera", "max_cameras", "distractors", "junk")
     planted = {"plant": args.plant} if args.plant else {}   # the clean sets' manifests stay as they were
+    looks = {key: getattr(args, key) for key in ("size", "nuisance", "clutter")
+             if getattr(args, key) != toy_data_default(key)}   # likewise the default look's
     return {"generator": "reid-practical toy_data.py", "format_version": FORMAT_VERSION,
-            **{key: getattr(args, key) for key in keys}, **planted}
+            **{key: getattr(args, key) for key in keys}, **planted, **looks}
 
 
-def summary_table(shots, dataset, cameras):
+def toy_data_default(key):
+    return build_parser().get_default(key)
+
+
+def summary_table(shots, dataset, cameras, size="128x256"):
     """Rows of images / identities / cameras per folder of the release, as printed at the end."""
     benchmark = toy_benchmark(dataset)
     lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
@@ -244,7 +262,7 @@ def summary_table(shots, dataset, cameras):
         extras = (f"gallery extras: {len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} "
                   "distractor identities; ")
     kind = "PNG" if shots[0].filename.endswith(".png") else "JPEG"
-    lines.append(f"{extras}{cameras} cameras; 128x256 {kind}")
+    lines.append(f"{extras}{cameras} cameras; {size} {kind}")
     return "\n".join(lines)
 
 
@@ -274,7 +292,7 @@ def main(argv=None):
     if os.path.exists(root):
         shutil.rmtree(root)
     os.replace(temporary, root)
-    print(summary_table(shots, args.dataset, toy_benchmark(args.dataset).cameras))
+    print(summary_table(shots, args.dataset, toy_benchmark(args.dataset).cameras, args.size))
     print(f"wrote {root} in {time.time() - started:.1f} s")
     return root
 

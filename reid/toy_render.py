@@ -7,13 +7,23 @@ share a colour and only the combination identifies them. A camera adds nuisances
 background, colour cast, brightness, blur, noise, preferred viewpoint, and crop jitter per image.
 Every function takes a ``numpy.random.Generator``; the same seed gives the same pixels.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-WIDTH, HEIGHT = 128, 256  # the issue's 128x256 (width x height), twice Market-1501's 64x128
+WIDTH, HEIGHT = 128, 256  # the default picture (width x height), twice Market-1501's 64x128
 SUPERSAMPLE = 2           # draw at 2x and downsample: smooth edges at little cost
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a whole set looks, so that sets can differ as lab data does (toy_data.py's --size, --nuisance,
+    --clutter). The defaults draw the practical's set; other values keep every identity and camera draw."""
+
+    size: tuple = (WIDTH, HEIGHT)   # picture width, height
+    nuisance: float = 1.0           # scales each camera's colour cast, brightness change, blur and noise
+    clutter: int = 4                # at most this many objects in a background (at least one)
 
 TOP_COLOURS = {
     "black": (28, 28, 32), "white": (226, 226, 220), "grey": (125, 125, 128), "red": (178, 34, 40),
@@ -93,10 +103,10 @@ def make_identity(rng):
     )
 
 
-def make_camera(rng):
-    """Draw one camera's scene and image-formation nuisances."""
+def make_camera(rng, nuisance=1.0):
+    """Draw one camera's scene and image-formation nuisances (``nuisance`` scales the latter)."""
     views = rng.dirichlet(np.full(len(VIEWS), 0.8))
-    return Camera(
+    camera = Camera(
         wall=tuple(int(v) for v in rng.integers(40, 200, size=3)),
         floor=tuple(int(v) for v in rng.integers(50, 170, size=3)),
         horizon=float(rng.uniform(0.45, 0.75)),
@@ -107,16 +117,21 @@ def make_camera(rng):
         views=tuple(float(v) for v in views),
         scale=float(rng.uniform(0.88, 1.0)),
     )
+    if nuisance == 1.0:   # the practical's set, exactly as it has always been drawn
+        return camera
+    away = lambda value: float(1.0 + (value - 1.0) * nuisance)  # noqa: E731  (a deviation from neutral, scaled)
+    return replace(camera, gains=tuple(away(g) for g in camera.gains), brightness=away(camera.brightness),
+                   blur=camera.blur * nuisance, noise=camera.noise * nuisance)
 
 
-def _background(rng, camera):
+def _background(rng, camera, style):
     """Wall and floor with a gradient and a few objects (benches, signs, other clutter)."""
-    big_w, big_h = WIDTH * SUPERSAMPLE, HEIGHT * SUPERSAMPLE
+    big_w, big_h = style.size[0] * SUPERSAMPLE, style.size[1] * SUPERSAMPLE
     image = Image.new("RGB", (big_w, big_h), camera.wall)
     draw = ImageDraw.Draw(image)
     horizon = int(big_h * (camera.horizon + rng.uniform(-0.05, 0.05)))
     draw.rectangle([0, horizon, big_w, big_h], fill=camera.floor)
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(1, style.clutter + 1))):
         x0, y0 = rng.integers(-big_w // 4, big_w, size=1)[0], rng.integers(0, big_h, size=1)[0]
         w, h = rng.integers(big_w // 8, big_w // 2), rng.integers(big_h // 16, big_h // 4)
         shade = _jitter(rng, camera.wall if y0 < horizon else camera.floor, 45)
@@ -200,21 +215,22 @@ def _camera_effects(image, rng, camera):
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def render(rng, camera, person=None, crop="full"):
-    """One 128x256 picture taken by ``camera``.
+def render(rng, camera, person=None, crop="full", style=Style()):
+    """One picture taken by ``camera``, of ``style.size`` (128x256 by default).
 
     ``person=None`` gives a false detection (background only, Market's ``0000``); ``crop="bad"``
     cuts the person badly, as Market's junk ``-1`` detections are.
     """
-    image = _background(rng, camera)
+    image = _background(rng, camera, style)
+    picture_w, picture_h = style.size
     if person is not None:
-        height = HEIGHT * SUPERSAMPLE * person.height * camera.scale * rng.uniform(0.92, 1.06)
-        cx = WIDTH * SUPERSAMPLE / 2 + rng.uniform(-0.08, 0.08) * WIDTH * SUPERSAMPLE
-        top = (HEIGHT * SUPERSAMPLE - height) / 2 + rng.uniform(-0.04, 0.04) * HEIGHT * SUPERSAMPLE
+        height = picture_h * SUPERSAMPLE * person.height * camera.scale * rng.uniform(0.92, 1.06)
+        cx = picture_w * SUPERSAMPLE / 2 + rng.uniform(-0.08, 0.08) * picture_w * SUPERSAMPLE
+        top = (picture_h * SUPERSAMPLE - height) / 2 + rng.uniform(-0.04, 0.04) * picture_h * SUPERSAMPLE
         if crop == "bad":
-            cx += rng.choice([-1, 1]) * rng.uniform(0.35, 0.5) * WIDTH * SUPERSAMPLE
+            cx += rng.choice([-1, 1]) * rng.uniform(0.35, 0.5) * picture_w * SUPERSAMPLE
             top += rng.choice([-1, 1]) * rng.uniform(0.3, 0.5) * height
         view = VIEWS[int(rng.choice(len(VIEWS), p=camera.views))]
         _draw_person(ImageDraw.Draw(image), person, view, (cx, top, height), rng)
-    image = image.resize((WIDTH, HEIGHT), Image.BOX)
+    image = image.resize((picture_w, picture_h), Image.BOX)
     return _camera_effects(image, rng, camera)

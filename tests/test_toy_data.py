@@ -162,3 +162,33 @@ def test_identities_are_learnable_but_cameras_get_in_the_way(tmp_path):
         return histogram / np.linalg.norm(histogram)
 
     assert cross_camera_rank1(root, whole_image) < person_rank1 / 2
+
+
+def test_a_set_can_look_like_other_lab_data(tmp_path, toy_market_source):
+    """--size, --nuisance and --clutter draw the same people and cameras in another look, deterministically;
+    the default look is the practical's set, byte for byte, and its manifest does not mention them."""
+    look = ["--size", "64x128", "--nuisance", "1.6", "--clutter", "8"]
+    lab = make_toy(tmp_path / "lab", "market", *look)
+    assert tree_hashes(make_toy(tmp_path / "again", "market", *look)) == tree_hashes(lab)
+    assert tree_hashes(make_toy(tmp_path / "same", "market", "--size", "128x256")) == tree_hashes(toy_market_source)
+    first = sorted(os.listdir(os.path.join(lab, "query")))[0]
+    with Image.open(os.path.join(lab, "query", first)) as picture:
+        assert picture.size == (64, 128)
+    assert sorted(os.listdir(os.path.join(lab, "query"))) == sorted(os.listdir(os.path.join(toy_market_source, "query")))
+    manifest = toy_data.read_json(os.path.join(lab, "toy_dataset.json"))
+    assert (manifest["size"], manifest["nuisance"], manifest["clutter"]) == ("64x128", 1.6, 8)
+    assert "size" not in toy_data.read_json(os.path.join(toy_market_source, "toy_dataset.json"))
+
+
+def test_nuisance_zero_leaves_the_camera_neutral():
+    import numpy.random as npr
+    from reid import toy_render
+    camera = toy_render.make_camera(npr.default_rng(3), nuisance=0.0)
+    assert camera.gains == (1.0, 1.0, 1.0) and camera.brightness == 1.0 and camera.blur == 0 and camera.noise == 0
+    assert toy_render.make_camera(npr.default_rng(3)).wall == camera.wall   # the scene itself is kept
+
+
+@pytest.mark.parametrize("flag, value", [("--size", "64"), ("--size", "8x8"), ("--nuisance", "-1"), ("--clutter", "0")])
+def test_impossible_looks_are_refused(flag, value, capsys):
+    code, _, err = run_cli(toy_data.main, [flag, value], capsys)
+    assert code == 2 and flag in err
