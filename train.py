@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, checkpoints, distributed, files, pictures, pipeline, recipes, runs, validation
+from reid import acceleration, checkpoints, distributed, divergence, files, pictures, pipeline, recipes, runs, validation
 from reid.images import training_sets
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError
@@ -214,6 +214,7 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
                                            args.num_workers, args.target_fpr) if ctx.held_out else {}
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
                         **{f"val_{k}": v for k, v in val_stats.items()}, **{f"unseen_{k}": v for k, v in unseen.items()}})
+        warnings = divergence.check(history, args.warm_epoch)   # hopeless: stops before this epoch is saved
         checkpoints.save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
         distributed.barrier(ctx.world)
         files.write_csv(os.path.join(run_dir, "summary.csv"), history)
@@ -222,7 +223,7 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
         print(f"epoch {epoch + 1}/{args.total_epoch}  train loss {train_stats['loss']:.3f} acc {train_stats['acc']:.3f}"
               f"  val loss {val_stats['loss']:.3f} acc {val_stats['acc']:.3f}"
               + (f"  unseen Rank@1 {unseen['rank1']:.3f} mAP {unseen['mAP']:.3f}" if unseen else "")
-              + f"  lr {lr:.4f}  {time.time() - started:.1f} s")
+              + f"  lr {lr:.4f}  {time.time() - started:.1f} s" + "".join(f"\nwarning: {w}" for w in warnings))
     return history
 
 

@@ -229,3 +229,21 @@ def test_the_tutorials_printed_scores_lie_in_the_readmes_ranges():
         assert low1 <= rank1 <= high1 and low2 <= mAP <= high2, key
     for line in re.findall(r"^Rank@1:.*$", readme, re.M):
         assert line in tutorial
+
+
+def test_the_recipes_benchmark_trains_the_practicals_recipe():
+    """benchmarks/recipes.py's baseline is the practical's own command, flag for flag."""
+    script = read("scripts/practical.sh")
+    command = re.search(r"TRAIN=\(python train.py (.*?)\)\n", script, re.S).group(1)
+    words = shlex.split(command.replace("\n", " "))
+    practical = {word: (words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else True)
+                 for i, word in enumerate(words) if word.startswith("--")}
+    spec = importlib.util.spec_from_file_location("bench_recipes", os.path.join(ROOT, "benchmarks", "recipes.py"))
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    ours = recipes.PRACTICAL
+    for flag in ("--backbone", "--lr", "--warm_epoch"):
+        assert practical[flag] == ours[ours.index(flag) + 1], flag
+    assert practical["--no_pretrained"] is True and "--no_pretrained" in ours
+    assert practical["--batchsize"] == str(recipes.build_parser().get_default("batchsize"))
+    assert practical["--total_epoch"] == str(recipes.build_parser().get_default("total_epoch"))

@@ -1,0 +1,78 @@
+"""Training that goes wrong while its loss stays finite: the signs in the epoch curves, a warning, then a stop.
+
+train.py stops at once on a nan or inf loss. A run can also fail with finite numbers: the training loss
+climbs back above where it started, or far above its best, or the validation loss runs orders of
+magnitude above the training loss (BatchNorm's running statistics no longer describe the network).
+``check`` reads the epoch rows train.py keeps (``train_loss``, ``val_loss``) after every epoch and says
+what it sees: warning lines while the run may still recover, a ``UserError`` once it is hopeless, raised
+before that epoch's checkpoints are written, so the last good ones are kept.
+"""
+import math
+
+from utils import UserError
+
+RISE_WARN, RISE_STOP = 2, 4            # epochs in a row with the training loss above its first epoch's
+ABOVE_BEST_WARN, ABOVE_BEST_STOP = 1.5, 3.0   # the training loss as a multiple of its best so far
+GAP_WARN, GAP_STOP = 30.0, 1000.0      # the validation loss as a multiple of the training loss
+GAP_STOP_EPOCHS = 3                    # ... for this many epochs in a row at GAP_WARN also stops
+FIX = "train again with a smaller --lr (or a longer --warm_epoch), with --overwrite or a new --name"
+
+
+def rising_epochs(losses, start):
+    """How many of the last epochs in a row had a loss above ``start``."""
+    count = 0
+    for loss in reversed(losses):
+        if loss <= start:
+            break
+        count += 1
+    return count
+
+
+def gap_epochs(history, factor):
+    """How many of the last epochs in a row had a validation loss above ``factor`` times the training loss."""
+    count = 0
+    for row in reversed(history):
+        if not row["val_loss"] > factor * row["train_loss"]:
+            break
+        count += 1
+    return count
+
+
+def stop(what):
+    raise UserError(f"{what}: the run diverged", f"the last good epoch's checkpoints are kept; {FIX}")
+
+
+def check(history, warm_epochs=0):
+    """Warning lines about the run so far (``history``: one dict per epoch, oldest first); raises UserError
+    when it is hopeless. The first ``warm_epochs`` epochs and the one after them (the learning rate has just
+    reached its full value) are never counted against the run."""
+    if len(history) < 2:
+        return []
+    losses = [row["train_loss"] for row in history]
+    start, last, epoch = losses[0], losses[-1], len(history)
+    best = min(losses[:-1])
+    counted = losses[warm_epochs + 1:]
+    rising = rising_epochs(counted, start)
+    gap = history[-1]["val_loss"] / max(last, 1e-12)
+    if rising >= RISE_STOP:
+        stop(f"the training loss ({last:.3f}) has been above its first epoch's ({start:.3f}) for {rising} "
+             f"epochs, at epoch {epoch}")
+    if last > ABOVE_BEST_STOP * best:
+        stop(f"the training loss ({last:.4g}) is {last / best:.1f} times its best ({best:.3f}) at epoch {epoch}")
+    val_loss = history[-1]["val_loss"]
+    if not math.isfinite(val_loss) or gap > GAP_STOP or gap_epochs(history[warm_epochs + 1:], GAP_WARN) >= GAP_STOP_EPOCHS:
+        raise UserError(f"the validation loss is {val_loss:.3g} at epoch {epoch}, {gap:.0f} times the training loss: "
+                        "the network no longer works outside training (BatchNorm's running statistics, or weights "
+                        "that diverged)", f"the last good epoch's checkpoints are kept; {FIX}")
+    warnings = []
+    if rising >= RISE_WARN:
+        warnings.append(f"the training loss ({last:.3f}) has been above its first epoch's ({start:.3f}) for "
+                        f"{rising} epochs: the learning rate may be too high; if it goes on rising, {FIX}")
+    if last > ABOVE_BEST_WARN * best and epoch > warm_epochs + 1:
+        warnings.append(f"the training loss ({last:.3f}) is {last / best:.1f} times its best ({best:.3f}): "
+                        f"training is unstable; if it does not come down, {FIX}")
+    if gap > GAP_WARN and math.isfinite(gap):
+        warnings.append(f"the validation loss ({history[-1]['val_loss']:.3g}) is {gap:.0f} times the training "
+                        "loss: BatchNorm's running statistics lag behind weights that change fast; it usually "
+                        f"settles within an epoch or two, and if it does not, {FIX}")
+    return warnings
