@@ -5,14 +5,15 @@ climbs back above where it started, or far above its best, or the validation los
 magnitude above the training loss (BatchNorm's running statistics no longer describe the network).
 ``check`` reads the epoch rows train.py keeps (``train_loss``, ``val_loss``) after every epoch and says
 what it sees: warning lines while the run may still recover, a ``UserError`` once it is hopeless, raised
-before that epoch's checkpoints are written, so the last good ones are kept.
+before that epoch's checkpoints are written, so the previous epoch's are kept.
 """
 import math
 
 from utils import UserError
 
 RISE_WARN, RISE_STOP = 2, 4            # epochs in a row with the training loss above its first epoch's
-ABOVE_BEST_WARN, ABOVE_BEST_STOP = 1.5, 3.0   # the training loss as a multiple of its best so far
+ABOVE_BEST_WARN, ABOVE_BEST_STOP = 1.5, 3.0   # the training loss as a multiple of its best before it (stop: twice)
+ABSURD = 10.0                          # ... this many times its best stops at once
 GAP_WARN, GAP_STOP = 30.0, 1000.0      # the validation loss as a multiple of the training loss
 GAP_STOP_EPOCHS = 3                    # ... for this many epochs in a row at GAP_WARN also stops
 FIX = "train again with a smaller --lr (or a longer --warm_epoch), with --overwrite or a new --name"
@@ -39,7 +40,7 @@ def gap_epochs(history, factor):
 
 
 def stop(what):
-    raise UserError(f"{what}: the run diverged", f"the last good epoch's checkpoints are kept; {FIX}")
+    raise UserError(f"{what}: the run diverged", f"the previous epoch's checkpoints are kept; {FIX}")
 
 
 def check(history, warm_epochs=0):
@@ -51,24 +52,25 @@ def check(history, warm_epochs=0):
     losses = [row["train_loss"] for row in history]
     start, last, epoch = losses[0], losses[-1], len(history)
     best = min(losses[:-1])
+    above = [losses[i] / max(min(losses[:i]), 1e-12) for i in range(1, len(losses))]   # each epoch's over its best
     counted = losses[warm_epochs + 1:]
     rising = rising_epochs(counted, start)
     gap = history[-1]["val_loss"] / max(last, 1e-12)
     if rising >= RISE_STOP:
         stop(f"the training loss ({last:.3f}) has been above its first epoch's ({start:.3f}) for {rising} "
              f"epochs, at epoch {epoch}")
-    if last > ABOVE_BEST_STOP * best:
-        stop(f"the training loss ({last:.4g}) is {last / best:.1f} times its best ({best:.3f}) at epoch {epoch}")
+    if above[-1] > ABSURD or (len(above) > 1 and min(above[-2:]) > ABOVE_BEST_STOP):
+        stop(f"the training loss ({last:.4g}) is {above[-1]:.1f} times its best ({best:.3f}) at epoch {epoch}")
     val_loss = history[-1]["val_loss"]
     if not math.isfinite(val_loss) or gap > GAP_STOP or gap_epochs(history[warm_epochs + 1:], GAP_WARN) >= GAP_STOP_EPOCHS:
         raise UserError(f"the validation loss is {val_loss:.3g} at epoch {epoch}, {gap:.0f} times the training loss: "
                         "the network no longer works outside training (BatchNorm's running statistics, or weights "
-                        "that diverged)", f"the last good epoch's checkpoints are kept; {FIX}")
+                        "that diverged)", f"the previous epoch's checkpoints are kept; {FIX}")
     warnings = []
     if rising >= RISE_WARN:
         warnings.append(f"the training loss ({last:.3f}) has been above its first epoch's ({start:.3f}) for "
                         f"{rising} epochs: the learning rate may be too high; if it goes on rising, {FIX}")
-    if last > ABOVE_BEST_WARN * best and epoch > warm_epochs + 1:
+    if above[-1] > ABOVE_BEST_WARN and epoch > warm_epochs + 1:
         warnings.append(f"the training loss ({last:.3f}) is {last / best:.1f} times its best ({best:.3f}): "
                         f"training is unstable; if it does not come down, {FIX}")
     if gap > GAP_WARN and math.isfinite(gap):

@@ -15,11 +15,13 @@ rule say exactly that. Pictures taken moments apart then count as matches, so sc
 across cameras.
 """
 import csv
+import io
 import os
 import re
 
 import numpy as np
 
+from reid.files import read_text
 from reid.images import is_image_file
 from utils import UserError
 
@@ -74,9 +76,9 @@ def cameras_from_csv(folders, path):
     """{(identity, picture): camera} from a CSV with the columns path (relative to ROOT), identity, camera."""
     if not os.path.isfile(path):
         raise UserError(f"--cameras_csv {path} does not exist", "pass a CSV with the columns path,identity,camera")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
+    text = read_text(path, "save it as UTF-8 (a spreadsheet's 'CSV UTF-8'), with the columns path,identity,camera")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = list(reader)
     missing = [column for column in ("path", "identity", "camera") if column not in (reader.fieldnames or [])]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}",

@@ -6,6 +6,7 @@ from collections import Counter, namedtuple
 import numpy as np
 
 from reid.datasets import BENCHMARKS, NameRuleError, parse_image_name
+from reid.files import read_text
 from reid.images import is_image_file
 from utils import UserError
 
@@ -89,15 +90,15 @@ def scan_lists(root, source, spec):
     folder = os.path.join(root, source.folder_in(root))
     paths = []
     for list_name in source.lists:
-        with open(os.path.join(root, list_name)) as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                relative = line.split()[0]
-                if not os.path.isfile(os.path.join(folder, relative)):
-                    raise UserError(f"{list_name} line {number} names {os.path.join(folder, relative)}, which does "
-                                    "not exist", "restore that picture from the download (or unzip it again)")
-                paths.append(os.path.join(folder, relative))
+        text = read_text(os.path.join(root, list_name), "restore that list file from the download (or unzip it again)")
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            relative = line.split()[0]
+            if not os.path.isfile(os.path.join(folder, relative)):
+                raise UserError(f"{list_name} line {number} names {os.path.join(folder, relative)}, which does "
+                                "not exist", "restore that picture from the download (or unzip it again)")
+            paths.append(os.path.join(folder, relative))
     paths.sort(key=os.path.basename)
     parsed = parse_names(folder, [os.path.basename(path) for path in paths], spec, root)
     return [Entry(path, p.label, p.filename) for path, p in zip(paths, parsed)]

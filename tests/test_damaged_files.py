@@ -90,6 +90,16 @@ def test_hand_edited_opts_yaml_with_a_wrong_type(key, value, stage, workdir, pre
     assert snapshot(workdir) == before
 
 
+@pytest.mark.parametrize("stage", ["test", "train"])
+def test_opts_yaml_saved_in_another_encoding_is_one_line(stage, workdir, prepared_market, capsys):
+    path = workdir / "model/toy/opts.yaml"
+    path.write_bytes(path.read_bytes() + "# notes: r\xe9sum\xe9\n".encode("latin-1"))   # an editor's Latin-1
+    before = snapshot(workdir)
+    code, _, err = (run_test if stage == "test" else resume)(prepared_market, capsys)
+    assert code == 2 and "opts.yaml is not UTF-8 text" in one_error_line(err)
+    assert snapshot(workdir) == before
+
+
 def test_resume_on_a_dataset_with_other_identities(workdir, prepared_market, capsys):
     data = shutil.copytree(prepared_market, workdir / "fewer")
     person = sorted(os.listdir(data / "train"))[0]

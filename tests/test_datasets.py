@@ -80,6 +80,16 @@ def test_msmt17_reads_its_lists_in_either_release_layout(toy_sources, tmp_path, 
     assert os.path.getsize(root / "list_val.txt") > 0   # val pictures are training pictures too
 
 
+def test_a_list_file_that_is_not_utf8_is_one_line_and_writes_nothing(toy_sources, tmp_path, capsys):
+    root = shutil.copytree(toy_sources["msmt17"], tmp_path / "MSMT17_V1")
+    with open(root / "list_gallery.txt", "ab") as handle:
+        handle.write(b"caf\xe9.jpg 3\n")   # a Latin-1 byte, as an edit in another editor may leave
+    before = snapshot(root)
+    code, _, err = run_cli(prepare.main, ["--dataset", "msmt17", "--download_path", root], capsys)
+    assert code == 2 and "list_gallery.txt is not UTF-8 text" in one_error_line(err)
+    assert snapshot(root) == before
+
+
 def test_a_list_naming_a_missing_picture_is_one_line_and_writes_nothing(toy_sources, tmp_path, capsys):
     root = shutil.copytree(toy_sources["msmt17"], tmp_path / "MSMT17_V1")
     first = open(root / "list_query.txt").readline().split()[0]

@@ -50,7 +50,9 @@ def test_the_warm_up_and_the_epoch_after_it_are_not_held_against_the_run():
 
 def test_a_loss_far_above_its_best_warns_then_stops():
     assert verdicts(curves([4.0, 2.0, 1.0, 1.6])) == ["ok", "ok", "ok", "warn"]
-    assert verdicts(curves([4.0, 2.0, 1.0, 3.5])) == ["ok", "ok", "ok", "stop"]
+    assert verdicts(curves([4.0, 2.0, 1.0, 3.5, 1.2])) == ["ok", "ok", "ok", "warn", "ok"]   # one bad epoch
+    assert verdicts(curves([4.0, 2.0, 1.0, 3.5, 3.2])) == ["ok", "ok", "ok", "warn", "stop"]
+    assert verdicts(curves([4.0, 2.0, 1.0, 12.0])) == ["ok", "ok", "ok", "stop"]   # ten times at once
 
 
 def test_a_validation_loss_that_explodes_warns_and_stops_when_it_stays_or_is_absurd():
@@ -65,7 +67,7 @@ def test_a_validation_loss_that_explodes_warns_and_stops_when_it_stays_or_is_abs
 
 def test_a_finite_divergence_stops_train_py_and_keeps_the_last_good_checkpoint(prepared_market, in_tmp, monkeypatch,
                                                                                 capsys):
-    """The training loss reads 5 times higher from the third epoch on (finite): the run stops in that epoch,
+    """The training loss reads 20 times higher from the third epoch on (finite): the run stops in that epoch,
     with one error line, and net_last.pth is the second epoch's."""
     saved, real_save, real_loss = [], checkpoints.save_checkpoints, train.loss_and_scores
 
@@ -75,7 +77,7 @@ def test_a_finite_divergence_stops_train_py_and_keeps_the_last_good_checkpoint(p
 
     def blowing_up(outputs, labels, criterion, metric=None):
         loss, scores = real_loss(outputs, labels, criterion, metric)
-        return (loss * 5 if len(saved) >= 2 else loss), scores
+        return (loss * 20 if len(saved) >= 2 else loss), scores
 
     monkeypatch.setattr(checkpoints, "save_checkpoints", save_and_remember)
     monkeypatch.setattr(train, "loss_and_scores", blowing_up)

@@ -152,3 +152,29 @@ def test_another_datasets_prepared_tree_is_not_replaced(own_root, market_root, c
     assert snapshot(own_root) == before
     code, _, _ = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root, "--force"], capsys)
     assert code == 0 and read_json(own_root / "pytorch" / "prepare_manifest.json")["benchmark"] == "own pictures"
+
+
+def camera_table(own_root):
+    lines = ["path,identity,camera"]
+    for identity in sorted(os.listdir(own_root)):
+        lines += [f"{identity}/{name},{identity},{1 + index % 2}"
+                  for index, name in enumerate(sorted(os.listdir(own_root / identity)))]
+    return "\r\n".join(lines) + "\r\n"   # as a spreadsheet writes it
+
+
+def test_a_spreadsheets_utf8_csv_with_its_byte_order_mark_is_read(own_root, tmp_path, capsys):
+    table = tmp_path / "cameras.csv"
+    table.write_bytes(camera_table(own_root).encode("utf-8-sig"))
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root, "--cameras_csv", table],
+                           capsys)
+    assert code == 0, err
+
+
+def test_a_csv_in_another_encoding_is_one_line(own_root, tmp_path, capsys):
+    os.rename(own_root / sorted(os.listdir(own_root))[0], own_root / "Zoë")
+    table = tmp_path / "cameras.csv"
+    table.write_bytes(camera_table(own_root).encode("latin-1"))
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root, "--cameras_csv", table],
+                           capsys)
+    assert code == 2 and "is not UTF-8 text (line 2 holds the byte 0xeb)" in one_error_line(err)
+    assert not (own_root / "pytorch").exists()
