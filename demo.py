@@ -29,6 +29,7 @@ import numpy as np
 
 import utils
 from reid import features, files, images, metrics, runs, validation
+from reid.datasets import PREPARED_MANIFEST
 from reid.pictures import draw_strip, query_strip, query_title
 from utils import UserError
 
@@ -112,8 +113,20 @@ def show_query(args):
 def gallery_pictures(folder, query_image):
     """Every picture under ``folder``, sorted: a flat folder of crops, or an ImageFolder-style tree such as
     ROOT/pytorch/gallery (one subfolder per person). The query picture itself is left out."""
-    found = sorted(os.path.join(top, name) for top, _, names in os.walk(folder) for name in names
-                   if images.is_image_file(name))
+    found, copies = [], []
+    for top, folders, names in os.walk(folder):
+        folders.sort()
+        if top != folder and PREPARED_MANIFEST in names:   # prepare.py's tree: copies of pictures found beside it
+            copies.append(top)
+            folders.clear()
+            continue
+        found += [os.path.join(top, name) for name in sorted(names) if images.is_image_file(name)]
+    if copies and found:
+        print(f"note: left out {copies[0]}: prepare.py's copies of the pictures beside it (pass it as --gallery_dir "
+              "to search those instead)")
+    elif copies:   # only the prepared tree: search it
+        return gallery_pictures(copies[0], query_image)
+    found.sort()
     gallery = [path for path in found if os.path.abspath(path) != os.path.abspath(query_image)]
     if not gallery:
         raise UserError(f"{folder} holds no pictures (nor its subfolders)", "put .jpg or .png person crops in it")

@@ -278,7 +278,7 @@ def train_run(args, spec, device, world):
     return run_dir
 
 
-@utils.cli_main
+@utils.cli_main(interrupted="run the same command with --resume to continue (the last finished epoch is kept)")
 def main(argv=None):
     world = distributed.from_environment()   # torchrun's (or spawn's) processes, or this one alone
     args = resolve_options(build_parser(), argv)

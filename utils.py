@@ -31,13 +31,16 @@ class UserError(Exception):
         self.fix = fix
 
 
-def cli_main(main):
+def cli_main(main=None, interrupted="run the same command again to continue"):
     """Decorate a stage's ``main(argv=None)``: a ``UserError`` becomes one ``error:`` line and exit 2.
 
     Tests call the decorated ``main([...])`` in-process and see exactly what a terminal user sees
     (a ``SystemExit`` with code 2 and the line on stderr). Any other exception is a bug and keeps
-    its traceback.
+    its traceback. ``interrupted`` is what Ctrl-C's line tells to do next (``@cli_main(interrupted=...)``
+    where the same command would not continue, as train.py's needs --resume).
     """
+    if main is None:
+        return functools.partial(cli_main, interrupted=interrupted)
 
     @functools.wraps(main)
     def wrapper(argv=None):
@@ -47,7 +50,7 @@ def cli_main(main):
             print(f"error: {shorten(err.what)} — {shorten(err.fix)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("error: interrupted — run the same command again to continue", file=sys.stderr)
+            print(f"error: interrupted — {interrupted}", file=sys.stderr)
             raise SystemExit(130) from None
         except BrokenPipeError:   # the output was piped into a reader that stopped early (| head)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

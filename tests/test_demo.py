@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import demo
+import prepare
 from reid import datasets, features, pictures
 from reid.metrics import evaluate
 from conftest import run_cli
@@ -126,6 +127,23 @@ def test_own_photo_search_on_the_prepared_gallery_as_the_docs_write_it(trained_w
     assert (tmp_path / "search.png").stat().st_size > 1000 and (tmp_path / "show.png").read_bytes() == b"an earlier ranking"
     ranked = [line.split()[-1] for line in printed.splitlines() if line.strip()[:1].isdigit()]
     assert len(ranked) == 5 and all("/gallery/" in path for path in ranked)
+
+
+def test_own_photo_search_above_a_prepared_tree_ranks_each_picture_once(trained_workdir, market_root, tmp_path,
+                                                                           monkeypatch, capsys):
+    """--gallery_dir ROOT (a release with its prepared pytorch/ inside) would rank every picture twice, once as
+    itself and once as prepare.py's copy: the copy is left out, with a note."""
+    monkeypatch.chdir(trained_workdir)
+    prepare.main(["--download_path", str(market_root)])
+    query = sorted((market_root / "query").glob("*.jpg"))[0]
+    code, printed, err = run_cli(demo.main, ["--name", "toy", "--gallery_dir", market_root, "--query_image", query,
+                                             "--topk", "400", "--out", tmp_path / "s.png"], capsys)
+    assert code == 0, err
+    ranked = [line.split()[-1] for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    assert "note: left out" in printed and not [path for path in ranked if "/pytorch/" in path]
+    outside = [name for top, _, names in os.walk(market_root) if "pytorch" not in top for name in names
+               if name.endswith(".jpg")]
+    assert len(ranked) == len(outside) - 1   # every picture of the release once, the query itself left out
 
 
 def test_report_numbers_equal_the_evaluation_and_names_are_escaped(constructed, tmp_path, capsys):

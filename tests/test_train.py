@@ -88,7 +88,7 @@ def test_resume_after_interruption_is_bit_identical(prepared_market, in_tmp, mon
     monkeypatch.setattr(train, "run_epoch", interrupted)
     code, _, err = run_cli(train.main, ["--data_dir", prepared_market, "--name", "cut", *FAST,
                                         "--total_epoch", "3", "--warm_epoch", "2"], capsys)
-    assert code == 130 and "interrupted" in err
+    assert code == 130 and "interrupted — run the same command with --resume" in err
     assert weights(in_tmp / "model/cut/state_last.pth")["epoch"] == 1
     monkeypatch.setattr(train, "run_epoch", real_run_epoch)
     code, out, _ = run_cli(train.main, ["--name", "cut", "--resume", "--num_workers", "0"], capsys)
