@@ -42,7 +42,7 @@ from utils import UserError
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
-                   "input_pipeline"}
+                   "input_pipeline", "divergence"}
 READ_EVERY = 25   # on CUDA: steps between reads of the running loss, so that the CPU can queue steps ahead
 
 
@@ -65,6 +65,7 @@ def build_parser():
     models.add_head_arguments(p)
     models.add_backbone_arguments(p, default="resnet50")
     recipes.add_arguments(p)
+    divergence.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     acceleration.add_arguments(p)
     p.add_argument("--target_fpr", type=float, default=0.001,
@@ -214,7 +215,7 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
                                            args.num_workers, args.target_fpr) if ctx.held_out else {}
         history.append({"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in train_stats.items()},
                         **{f"val_{k}": v for k, v in val_stats.items()}, **{f"unseen_{k}": v for k, v in unseen.items()}})
-        warnings = divergence.check(history, args.warm_epoch)   # hopeless: stops before this epoch is saved
+        warnings = divergence.check(history, args.warm_epoch, args.divergence == "stop")   # stops before saving
         checkpoints.save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
         distributed.barrier(ctx.world)
         files.write_csv(os.path.join(run_dir, "summary.csv"), history)

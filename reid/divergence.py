@@ -39,14 +39,31 @@ def gap_epochs(history, factor):
     return count
 
 
+def add_arguments(parser):
+    parser.add_argument("--divergence", choices=("stop", "warn"), default="stop",
+                        help="a run that diverges with a finite loss (far above its start or its best, or a "
+                             "validation loss orders of magnitude above it): stop, keeping the previous epoch's "
+                             "checkpoints, or only warn and go on (a nan or inf loss always stops)")
+
+
 def stop(what):
     raise UserError(f"{what}: the run diverged", f"the previous epoch's checkpoints are kept; {FIX}")
 
 
-def check(history, warm_epochs=0):
+def check(history, warm_epochs=0, stopping=True):
     """Warning lines about the run so far (``history``: one dict per epoch, oldest first); raises UserError
-    when it is hopeless. The first ``warm_epochs`` epochs and the one after them (the learning rate has just
-    reached its full value) are never counted against the run."""
+    when it is hopeless, or with ``stopping=False`` (``--divergence warn``) says so in a warning. The first
+    ``warm_epochs`` epochs and the one after them (the learning rate has just reached its full value) are
+    never counted against the run."""
+    try:
+        return signs(history, warm_epochs)
+    except UserError as hopeless:
+        if stopping:
+            raise
+        return [f"{hopeless.what}; going on (--divergence warn)"]
+
+
+def signs(history, warm_epochs):
     if len(history) < 2:
         return []
     losses = [row["train_loss"] for row in history]

@@ -102,16 +102,17 @@ def save_yaml(path, data):
     atomic_write(path, write)
 
 
-def read_text(path, fix):
+def read_text(path, remedy):
     """A text file's content: UTF-8, with or without the byte-order mark spreadsheets write; any other encoding
-    is one line that says where its first byte that is not UTF-8 sits (``fix`` says how to mend the file)."""
+    is one line that says where its first byte that is not UTF-8 sits (``remedy``: another way to mend it)."""
     with open(path, "rb") as handle:
         data = handle.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
-        raise UserError(f"{path} is not UTF-8 text (line {line} holds the byte 0x{data[err.start]:02x})", fix) from None
+        raise UserError(f"{path} is not UTF-8 text (line {line} holds the byte 0x{data[err.start]:02x})",
+                        f"save it as UTF-8 (any text editor can), or {remedy}") from None
 
 
 def load_yaml(path, made_by):
@@ -120,7 +121,7 @@ def load_yaml(path, made_by):
 
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist", f"it is written by {made_by}")
-    text = read_text(path, f"save it as UTF-8, or re-create it with {made_by}")
+    text = read_text(path, f"re-create it with {made_by}")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -76,7 +76,7 @@ def cameras_from_csv(folders, path):
     """{(identity, picture): camera} from a CSV with the columns path (relative to ROOT), identity, camera."""
     if not os.path.isfile(path):
         raise UserError(f"--cameras_csv {path} does not exist", "pass a CSV with the columns path,identity,camera")
-    text = read_text(path, "save it as UTF-8 (a spreadsheet's 'CSV UTF-8'), with the columns path,identity,camera")
+    text = read_text(path, "export it from the spreadsheet as 'CSV UTF-8'")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = list(reader)
     missing = [column for column in ("path", "identity", "camera") if column not in (reader.fieldnames or [])]

@@ -90,7 +90,7 @@ def scan_lists(root, source, spec):
     folder = os.path.join(root, source.folder_in(root))
     paths = []
     for list_name in source.lists:
-        text = read_text(os.path.join(root, list_name), "restore that list file from the download (or unzip it again)")
+        text = read_text(os.path.join(root, list_name), "restore it from the download (or unzip it again)")
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

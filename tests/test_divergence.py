@@ -98,6 +98,13 @@ def test_a_too_high_learning_rate_is_stopped_while_the_loss_is_finite(prepared_m
     assert (in_tmp / "model" / "hot" / "net_last.pth").exists()
 
 
+def test_divergence_warn_goes_on_where_stop_would_stop():
+    hopeless = curves([4.4, 4.0], [4.6, 1e5])
+    with pytest.raises(UserError):
+        divergence.check(hopeless)
+    assert "going on (--divergence warn)" in divergence.check(hopeless, stopping=False)[0]
+
+
 @pytest.mark.parametrize("history", [[], curves([4.0])])
 def test_one_epoch_says_nothing(history):
     assert divergence.check(history) == []

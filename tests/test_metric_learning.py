@@ -86,8 +86,9 @@ def test_every_loss_at_once_trains_resumes_and_is_tested(prepared_market, tmp_pa
 
     monkeypatch.chdir(tmp_path)
     everything = [f"--{name}" for name in metric_learning.LOSSES]
+    # all the losses at once on six people: the validation loss runs wild (it is a code path, not a recipe)
     common = ["--data_dir", str(prepared_market), *FAST, "--sampler", "pk", "--num_instances", "2",
-              "--linear_num", "64", "--total_epoch", "2", *everything]
+              "--linear_num", "64", "--total_epoch", "2", "--divergence", "warn", *everything]
     whole = torch.load(tmp_path / train.main(common + ["--name", "whole"]) / "state_last.pth", weights_only=True)
     real_run_epoch, calls = train.run_epoch, []
 
