@@ -31,7 +31,6 @@ A correct run prints (default sizes, seed 0):
 import io
 import json
 import os
-import re
 import shutil
 import time
 from multiprocessing import Pool
@@ -72,11 +71,7 @@ def build_parser():
     parser.add_argument("--junk", type=int, default=40, help="Market: -1 bad detections in the gallery")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="processes that draw pictures (the output does not depend on it)")
-    look = parser.add_argument_group("how the set looks (defaults: the practical's set)")
-    look.add_argument("--size", default="128x256", help="picture width x height; real Market-1501 crops are 64x128")
-    look.add_argument("--nuisance", type=float, default=1.0,
-                      help="scale of each camera's colour cast, brightness change, blur and noise (0: none)")
-    look.add_argument("--clutter", type=int, default=4, help="at most this many objects in a picture's background")
+    toy_render.add_look_arguments(parser)
     parser.add_argument("--plant", default="", help="problems for audit.py to find, comma-separated: "
                         + ", ".join(f"{name} ({what})" for name, what in toy_layout.PLANTS.items()))
     parser.add_argument("--overwrite", action="store_true",
@@ -99,12 +94,7 @@ def check_args(parser, args):
     unknown = set(args.plant.split(",")) - set(toy_layout.PLANTS) - {""}
     if unknown:
         parser.error(f"--plant {', '.join(sorted(unknown))}: choose from {', '.join(toy_layout.PLANTS)}")
-    size = re.fullmatch(r"(\d+)x(\d+)", args.size)
-    if not size or not (16 <= int(size[1]) <= 1024 and 32 <= int(size[2]) <= 2048):
-        parser.error(f"--size {args.size}: pass WIDTHxHEIGHT, e.g. 64x128 (16 to 1024 wide, 32 to 2048 high)")
-    if args.nuisance < 0 or args.clutter < 1:
-        parser.error("--nuisance must be >= 0 and --clutter >= 1")
-    args.style = toy_render.Style((int(size[1]), int(size[2])), args.nuisance, args.clutter)
+    args.style = toy_render.style_of(parser, args)
     if args.train_ids + args.test_ids + 1 > 9999:
         parser.error("at most 9998 identities fit the four-digit names")
 
@@ -231,14 +221,8 @@ def settings_of(args):
     """What determines the dataset's bytes; stored in toy_dataset.json to recognise a finished set."""
     keys = ("dataset", "seed", "train_ids", "test_ids", "images_per_camera", "max_cameras", "distractors", "junk")
     planted = {"plant": args.plant} if args.plant else {}   # the clean sets' manifests stay as they were
-    looks = {key: getattr(args, key) for key in ("size", "nuisance", "clutter")
-             if getattr(args, key) != toy_data_default(key)}   # likewise the default look's
     return {"generator": "reid-practical toy_data.py", "format_version": FORMAT_VERSION,
-            **{key: getattr(args, key) for key in keys}, **planted, **looks}
-
-
-def toy_data_default(key):
-    return build_parser().get_default(key)
+            **{key: getattr(args, key) for key in keys}, **planted, **toy_render.look_settings(args)}
 
 
 def summary_table(shots, dataset, cameras, size="128x256"):

@@ -38,7 +38,7 @@ import utils
 from reid import acceleration, checkpoints, distributed, divergence, files, pictures, pipeline, recipes, runs, validation
 from reid.images import training_sets
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
-from utils import UserError
+from utils import UserError  # noqa: F401  (callers and tests catch train.UserError)
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
@@ -148,10 +148,7 @@ def read_sums(sums, seen, bar, training, steps, read_every):
     total_loss, correct = sums.tolist()
     if training and not math.isfinite(total_loss):
         bar.close()   # so that the error line starts a line of its own
-        late = f" (read every {read_every} steps)" if read_every > 1 else ""
-        raise UserError(f"the training loss became {total_loss / seen} at step {steps} of this epoch{late}: the run "
-                        "diverged", "the last finished epoch's checkpoints are kept; start again with a smaller --lr "
-                        "(and --overwrite, or a new --name)")
+        divergence.check_finite(total_loss, seen, steps, read_every)
     bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
 
 

@@ -39,7 +39,8 @@ import train  # noqa: E402
 PK = ["--sampler", "pk", "--num_instances", "2"]
 # the practical's recipe (scripts/practical.sh's train.py flags; tests/test_docs.py checks they agree)
 PRACTICAL = ["--backbone", "mobilenet_v3", "--no_pretrained", "--lr", "0.02", "--warm_epoch", "1"]
-RECIPES = {"baseline": [], "gentle": ["--lr", "0.01", "--warm_epoch", "3"], "slow": ["--lr", "0.005"], "bot": ["--recipe", "bot"], "bot_k2": ["--recipe", "bot", "--num_instances", "2"], "pk": PK,
+RECIPES = {"baseline": [], "gentle": ["--lr", "0.01", "--warm_epoch", "3"], "slow": ["--lr", "0.005"],
+           "bot": ["--recipe", "bot"], "bot_k2": ["--recipe", "bot", "--num_instances", "2"], "pk": PK,
            # each metric loss on top of the cross-entropy, all with the P x K sampler so that row "pk" is their reference
            **{loss: PK + [f"--{loss}"] for loss in metric_learning.LOSSES}}
 

@@ -42,7 +42,7 @@ def restore(run_dir, net, ctx, args):
     if not os.path.isfile(path):
         print(f"{path} does not exist (stopped during the first epoch): starting from epoch 1")
         return 0, []
-    name = os.path.basename(run_dir)
+    restart = f"start the run again (python train.py --name {os.path.basename(run_dir)} --overwrite, with its other flags)"
     again = "train a new --name (test.py still reads this run's net_*.pth), or start it again with --overwrite"
     saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py")
     if saved.get("nclasses", args.nclasses) != args.nclasses:
@@ -53,8 +53,8 @@ def restore(run_dir, net, ctx, args):
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)} (not written by this train.py)",
-                        f"--resume cannot continue from it: start the run again (python train.py --name {name} "
-                        "--overwrite, with its other flags), or train a new --name (test.py still reads its net_*.pth)")
+                        f"--resume cannot continue from it: {restart}, or train a new --name (test.py still reads its "
+                        "net_*.pth)")
     try:
         unwrap(net).load_state_dict(state["model"])
         for key in ("optimizer", "scheduler", "scaler", "metric", "average"):
@@ -64,8 +64,7 @@ def restore(run_dir, net, ctx, args):
         first = str(err).strip().splitlines()[-1].strip()
         raise UserError(f"{path} does not fit the network and options of this run ({first})",
                         "keep this file and the opts.yaml beside it from the same run (--resume builds the network "
-                        f"from opts.yaml), or start the run again (python train.py --name {name} --overwrite, with "
-                        "its other flags)") from None
+                        f"from opts.yaml), or {restart}") from None
     torch.set_rng_state(state["rng"]["torch"])
     if saved.get("total_epoch", args.total_epoch) != args.total_epoch:
         ctx.scheduler = recipes.build_scheduler(ctx.optimizer, args, done=state["epoch"])

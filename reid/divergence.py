@@ -7,6 +7,7 @@ magnitude above the training loss (BatchNorm's running statistics no longer desc
 what it sees: warning lines while the run may still recover, a ``UserError`` once it is hopeless, raised
 before that epoch's checkpoints are written, so the previous epoch's are kept.
 """
+import itertools
 import math
 
 from utils import UserError
@@ -19,24 +20,23 @@ GAP_STOP_EPOCHS = 3                    # ... for this many epochs in a row at GA
 FIX = "train again with a smaller --lr (or a longer --warm_epoch), with --overwrite or a new --name"
 
 
-def rising_epochs(losses, start):
-    """How many of the last epochs in a row had a loss above ``start``."""
+def trailing(items, holds):
+    """How many of the last ``items`` in a row ``holds`` is true for."""
     count = 0
-    for loss in reversed(losses):
-        if loss <= start:
+    for item in reversed(items):
+        if not holds(item):
             break
         count += 1
     return count
 
 
-def gap_epochs(history, factor):
-    """How many of the last epochs in a row had a validation loss above ``factor`` times the training loss."""
-    count = 0
-    for row in reversed(history):
-        if not row["val_loss"] > factor * row["train_loss"]:
-            break
-        count += 1
-    return count
+def check_finite(total_loss, seen, steps, read_every):
+    """A nan or inf training loss stops the run at once (nothing of the epoch is saved)."""
+    if not math.isfinite(total_loss):
+        late = f" (read every {read_every} steps)" if read_every > 1 else ""
+        raise UserError(f"the training loss became {total_loss / seen} at step {steps} of this epoch{late}: the run "
+                        "diverged", "the last finished epoch's checkpoints are kept; start again with a smaller --lr "
+                        "(and --overwrite, or a new --name)")
 
 
 def add_arguments(parser):
@@ -68,30 +68,31 @@ def signs(history, warm_epochs):
         return []
     losses = [row["train_loss"] for row in history]
     start, last, epoch = losses[0], losses[-1], len(history)
-    best = min(losses[:-1])
-    above = [losses[i] / max(min(losses[:i]), 1e-12) for i in range(1, len(losses))]   # each epoch's over its best
+    bests = list(itertools.accumulate(losses, min))
+    best = bests[-2]
+    above = [loss / max(before, 1e-12) for loss, before in zip(losses[1:], bests)]   # each epoch's over its best
     counted = losses[warm_epochs + 1:]
-    rising = rising_epochs(counted, start)
-    gap = history[-1]["val_loss"] / max(last, 1e-12)
+    rising = trailing(counted, lambda loss: loss > start)
+    val_loss = history[-1]["val_loss"]
+    gap = val_loss / max(last, 1e-12)
     if rising >= RISE_STOP:
         stop(f"the training loss ({last:.3f}) has been above its first epoch's ({start:.3f}) for {rising} "
              f"epochs, at epoch {epoch}")
     if above[-1] > ABSURD or (len(above) > 1 and min(above[-2:]) > ABOVE_BEST_STOP):
         stop(f"the training loss ({last:.4g}) is {above[-1]:.1f} times its best ({best:.3f}) at epoch {epoch}")
-    val_loss = history[-1]["val_loss"]
-    if not math.isfinite(val_loss) or gap > GAP_STOP or gap_epochs(history[warm_epochs + 1:], GAP_WARN) >= GAP_STOP_EPOCHS:
-        raise UserError(f"the validation loss is {val_loss:.3g} at epoch {epoch}, {gap:.0f} times the training loss: "
-                        "the network no longer works outside training (BatchNorm's running statistics, or weights "
-                        "that diverged)", f"the previous epoch's checkpoints are kept; {FIX}")
+    wide = trailing(history[warm_epochs + 1:], lambda row: row["val_loss"] > GAP_WARN * row["train_loss"])
+    if not math.isfinite(val_loss) or gap > GAP_STOP or wide >= GAP_STOP_EPOCHS:
+        stop(f"the validation loss is {val_loss:.3g} at epoch {epoch}, {gap:.0f} times the training loss: the network "
+             "no longer works outside training (BatchNorm's running statistics, or weights that diverged)")
     warnings = []
     if rising >= RISE_WARN:
         warnings.append(f"the training loss ({last:.3f}) has been above its first epoch's ({start:.3f}) for "
                         f"{rising} epochs: the learning rate may be too high; if it goes on rising, {FIX}")
     if above[-1] > ABOVE_BEST_WARN and epoch > warm_epochs + 1:
-        warnings.append(f"the training loss ({last:.3f}) is {last / best:.1f} times its best ({best:.3f}): "
+        warnings.append(f"the training loss ({last:.3f}) is {above[-1]:.1f} times its best ({best:.3f}): "
                         f"training is unstable; if it does not come down, {FIX}")
     if gap > GAP_WARN and math.isfinite(gap):
-        warnings.append(f"the validation loss ({history[-1]['val_loss']:.3g}) is {gap:.0f} times the training "
+        warnings.append(f"the validation loss ({val_loss:.3g}) is {gap:.0f} times the training "
                         "loss: BatchNorm's running statistics lag behind weights that change fast; it usually "
                         f"settles within an epoch or two, and if it does not, {FIX}")
     return warnings

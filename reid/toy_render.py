@@ -7,6 +7,7 @@ share a colour and only the combination identifies them. A camera adds nuisances
 background, colour cast, brightness, blur, noise, preferred viewpoint, and crop jitter per image.
 Every function takes a ``numpy.random.Generator``; the same seed gives the same pixels.
 """
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +25,34 @@ class Style:
     size: tuple = (WIDTH, HEIGHT)   # picture width, height
     nuisance: float = 1.0           # scales each camera's colour cast, brightness change, blur and noise
     clutter: int = 4                # at most this many objects in a background (at least one)
+
+
+LOOK_DEFAULTS = {"size": f"{WIDTH}x{HEIGHT}", "nuisance": Style.nuisance, "clutter": Style.clutter}   # toy_data.py's flags
+
+
+def add_look_arguments(parser):
+    look = parser.add_argument_group("how the set looks (defaults: the practical's set)")
+    look.add_argument("--size", default=LOOK_DEFAULTS["size"],
+                      help="picture width x height; real Market-1501 crops are 64x128")
+    look.add_argument("--nuisance", type=float, default=LOOK_DEFAULTS["nuisance"],
+                      help="scale of each camera's colour cast, brightness change, blur and noise (0: none)")
+    look.add_argument("--clutter", type=int, default=LOOK_DEFAULTS["clutter"],
+                      help="at most this many objects in a picture's background")
+
+
+def style_of(parser, args):
+    """The Style that toy_data.py's --size, --nuisance and --clutter ask for (impossible values: parser.error)."""
+    size = re.fullmatch(r"(\d+)x(\d+)", args.size)
+    if not size or not (16 <= int(size[1]) <= 1024 and 32 <= int(size[2]) <= 2048):
+        parser.error(f"--size {args.size}: pass WIDTHxHEIGHT, e.g. 64x128 (16 to 1024 wide, 32 to 2048 high)")
+    if args.nuisance < 0 or args.clutter < 1:
+        parser.error("--nuisance must be >= 0 and --clutter >= 1")
+    return Style((int(size[1]), int(size[2])), args.nuisance, args.clutter)
+
+
+def look_settings(args):
+    """The look flags that differ from the defaults, for the set's manifest (the practical's set's stays as it was)."""
+    return {key: getattr(args, key) for key, default in LOOK_DEFAULTS.items() if getattr(args, key) != default}
 
 TOP_COLOURS = {
     "black": (28, 28, 32), "white": (226, 226, 220), "grey": (125, 125, 128), "red": (178, 34, 40),
