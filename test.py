@@ -72,15 +72,15 @@ def model_overrides(parser, argv):
     return {**overrides, "backbone": backbone} if backbone else overrides
 
 
-def onnx_graph(args, world):
-    """The graph --backend onnxruntime reads, checked before any work."""
+def onnx_graph(args, world, size):
+    """The graph --backend onnxruntime reads (an ONNX Runtime session), checked before any work."""
     onnx_export.require_onnx()
     path = args.onnx or os.path.join(runs.run_dir(args.name), "model.onnx")
     if world.distributed:
         raise UserError("--backend onnxruntime runs in one process", "start test.py without torchrun")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist", f"export the run first with export.py --name {args.name}")
-    return path
+    return onnx_export.open_graph(path, size, f"python export.py --name {args.name}"), path
 
 
 def camera_rule(test_dir):
@@ -111,12 +111,13 @@ def main(argv=None):
     spec = models.get_backbone(options["backbone"])
     world = distributed.from_environment()   # under torchrun each process extracts its share of every split
     device, _ = distributed.choose_device(world, args.gpu_ids)
-    onnx_path = onnx_graph(args, world) if args.backend == "onnxruntime" else None   # checked before any work
+    graph = onnx_graph(args, world, spec.input_size) if args.backend == "onnxruntime" else None   # before any work
     splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
     data = {split: extraction.split_pictures(args.test_dir, split, spec.input_size) for split in splits}
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
-    if onnx_path:   # the graph holds the network: no checkpoint to load
-        features = {split: onnx_export.extract(onnx_path, data[split][0], args.batchsize, args.num_workers, split)
+    if graph:   # the graph holds the network: no checkpoint to load
+        runner, onnx_path = graph
+        features = {split: onnx_export.extract(runner, data[split][0], args.batchsize, args.num_workers, split)
                     .numpy() for split in splits}
         return write_and_evaluate(args, {**options, "backend": f"onnxruntime {onnx_path}"}, data, features, device)
     net, _ = models.load_trained(run_dir, args.which_epoch, device, overrides)   # built from the same options

@@ -42,7 +42,7 @@ import utils
 from reid import toy_layout, toy_render
 from reid.toy_layout import Shot
 from reid.datasets import BENCHMARKS, JUNK_PID, TOY_MANIFEST
-from reid.files import read_json
+from reid.files import output_folder, read_json
 from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
@@ -271,7 +271,7 @@ def main(argv=None):
     shots = plan_dataset(args)
     temporary = os.path.join(args.out, f".{toy_benchmark(args.dataset).folder}.partial")
     shutil.rmtree(temporary, ignore_errors=True)   # left by an interrupted run
-    os.makedirs(args.out, exist_ok=True)
+    output_folder(args.out, "--out")
     write_dataset(args, temporary, shots)
     if os.path.exists(root):
         shutil.rmtree(root)

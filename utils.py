@@ -12,6 +12,7 @@ torch is imported inside the functions that need it, so that ``prepare.py`` and 
 start quickly.
 """
 import argparse
+import errno
 import functools
 import os
 import random
@@ -31,12 +32,16 @@ class UserError(Exception):
         self.fix = fix
 
 
+# the operating system refused a file (permissions, a read-only disk): the user's environment, not a bug
+REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def cli_main(main=None, interrupted="run the same command again to continue"):
     """Decorate a stage's ``main(argv=None)``: a ``UserError`` becomes one ``error:`` line and exit 2.
 
     Tests call the decorated ``main([...])`` in-process and see exactly what a terminal user sees
-    (a ``SystemExit`` with code 2 and the line on stderr). Any other exception is a bug and keeps
-    its traceback. ``interrupted`` is what Ctrl-C's line tells to do next (``@cli_main(interrupted=...)``
+    (a ``SystemExit`` with code 2 and the line on stderr). A file the operating system refuses
+    (permissions, a read-only disk) is one line too; any other exception is a bug and keeps its traceback. ``interrupted`` is what Ctrl-C's line tells to do next (``@cli_main(interrupted=...)``
     where the same command would not continue, as train.py's needs --resume).
     """
     if main is None:
@@ -55,6 +60,12 @@ def cli_main(main=None, interrupted="run the same command again to continue"):
         except BrokenPipeError:   # the output was piped into a reader that stopped early (| head)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(0) from None
+        except OSError as err:
+            if err.errno not in REFUSED or not err.filename:
+                raise
+            print(f"error: {err.filename}: {err.strerror} — check that you may read and write there (permissions, "
+                  f"a disk mounted read-only), or choose another path", file=sys.stderr)
+            raise SystemExit(2) from None
 
     return wrapper
 

@@ -75,9 +75,9 @@ def quantized_map(graphs, name, test_dir):
     data = {split: extraction.split_pictures(test_dir, split, size) for split in ("gallery", "query")}
     scores = {}
     for label, path in graphs.items():
-        result = {}
+        runner, result = onnx_export.open_graph(path, size, f"python export.py --name {name}"), {}
         for split, (dataset, pids, cams) in data.items():
-            result.update({f"{split}_f": onnx_export.extract(path, dataset, 64).numpy(),
+            result.update({f"{split}_f": onnx_export.extract(runner, dataset, 64).numpy(),
                            f"{split}_label": np.asarray(pids), f"{split}_cam": np.asarray(cams)})
         scores[label] = metrics.run(argparse.Namespace(multi=None, rerank=False, ap="trapezoid"), result,
                                     torch.device("cpu")).mAP

@@ -2,6 +2,7 @@
 import contextlib
 import errno
 import os
+import tempfile
 
 from utils import UserError, wrong_kinds
 
@@ -46,17 +47,34 @@ def output_file(path, flag, example):
 
 
 def output_folder(folder, flag):
-    """Make sure ``folder`` (for ``flag``) is a folder: create it when missing; refuse when a file is in the way."""
-    if not folder or os.path.isdir(folder):
-        return folder
-    blocker = folder
-    while blocker and not os.path.exists(blocker):
-        blocker = os.path.dirname(blocker)
-    if blocker and not os.path.isdir(blocker):
-        raise UserError(f"{flag}: {blocker} is a file, not a folder", f"choose another {flag.split()[0]} or move {blocker}")
-    os.makedirs(folder)
-    print(f"created folder {folder}")
+    """Make sure ``folder`` (for ``flag``) is a folder we may write in: create it when missing; refuse when a
+    file is in the way or the folder refuses a file (permissions, a read-only disk), before any work."""
+    if folder and not os.path.isdir(folder):
+        blocker = folder
+        while blocker and not os.path.exists(blocker):
+            blocker = os.path.dirname(blocker)
+        if blocker and not os.path.isdir(blocker):
+            raise UserError(f"{flag}: {blocker} is a file, not a folder",
+                            f"choose another {flag.split()[0]} or move {blocker}")
+        try:
+            os.makedirs(folder)
+        except OSError as err:
+            raise UserError(f"{flag}: could not create the folder {folder} ({err.strerror})",
+                            f"choose another {flag.split()[0]} in a folder you may write to") from None
+        print(f"created folder {folder}")
+    check_writable(folder or ".", flag)
     return folder
+
+
+def check_writable(folder, flag, fix=None):
+    """Refuse ``folder`` when a file cannot be created in it: better now than after an hour of work."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag}: cannot write in {folder} ({err.strerror})",
+                        fix or f"choose another {flag.split()[0]} in a folder you may write to (check its "
+                               f"permissions, or that its disk is not mounted read-only)") from None
 
 
 @contextlib.contextmanager

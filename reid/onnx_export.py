@@ -65,6 +65,26 @@ def session(path):
     return onnxruntime.InferenceSession(path, options, providers=providers)
 
 
+def open_graph(path, size, export_again):
+    """An ONNX Runtime session on ``path``, refused in one line unless it is a graph export.py writes for
+    pictures of ``size`` (H, W): one uint8 input ``pictures`` [batch, 3, H, W] with a free batch dimension.
+    ``export_again``: the command that writes a right one."""
+    try:
+        runner = session(path)
+    except Exception as err:   # onnxruntime's own classes (InvalidProtobuf, Fail, ...) share no base but Exception
+        raise UserError(f"{path} is not an ONNX graph ONNX Runtime can load ({str(err).splitlines()[0][:160]})",
+                        f"export it again: {export_again}") from None
+    inputs = runner.get_inputs()
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    batch_is_free = len(shape) == 4 and not isinstance(shape[0], int)
+    if len(inputs) != 1 or [inputs[0].name, inputs[0].type, *shape[1:]] != ["pictures", "tensor(uint8)", 3, *size] \
+            or not batch_is_free:
+        seen = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise UserError(f"{path} is not a graph export.py wrote for this run (inputs: {seen}; expected pictures "
+                        f"tensor(uint8) [batch, 3, {size[0]}, {size[1]}])", f"export it again: {export_again}")
+    return runner
+
+
 def parity(path, net, pictures):
     """The gate: (lowest per-picture cosine, highest cosine between different pictures) of ONNX Runtime's
     features against PyTorch's for uint8 ``pictures``; a UserError when either is off."""
@@ -85,11 +105,11 @@ def parity(path, net, pictures):
     return agreement, similar
 
 
-def extract(path, dataset, batchsize, num_workers=0, desc="features"):
-    """test.py --backend onnxruntime: the features of every (uint8) picture of ``dataset``, float32."""
+def extract(runner, dataset, batchsize, num_workers=0, desc="features"):
+    """test.py --backend onnxruntime: the features of every (uint8) picture of ``dataset``, float32, from the
+    session ``runner`` (``open_graph``)."""
     from tqdm import tqdm
 
-    runner = session(path)
     loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers)
     rows = []
     with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:

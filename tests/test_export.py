@@ -109,6 +109,44 @@ def test_onnx_runtime_without_a_graph_says_how_to_make_it(trained_workdir, prepa
     assert code == 2 and "export the run first with export.py --name toy" in one_error_line(err)
 
 
+def foreign_graph(path, name, dtype, shape):
+    """A one-node ONNX graph (Identity) with one input ``name`` of ``dtype`` and ``shape``: another tool's model."""
+    import onnx
+    from onnx import helper
+
+    kind = {"uint8": onnx.TensorProto.UINT8, "float": onnx.TensorProto.FLOAT}[dtype]
+    graph = helper.make_graph([helper.make_node("Identity", [name], ["out"])], "foreign",
+                              [helper.make_tensor_value_info(name, kind, shape)],
+                              [helper.make_tensor_value_info("out", kind, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+
+
+@needs_onnx
+@pytest.mark.parametrize("graph, fragment", [
+    ("damaged", "is not an ONNX graph ONNX Runtime can load"),
+    ("text", "is not an ONNX graph ONNX Runtime can load"),
+    ("float input", "is not a graph export.py wrote for this run"),
+    ("fixed batch", "is not a graph export.py wrote for this run"),
+])
+def test_a_damaged_or_foreign_graph_is_one_line(graph, fragment, exported, trained_workdir, prepared_market, tmp_path,
+                                                 monkeypatch, capsys):
+    path = str(tmp_path / "model.onnx")
+    if graph == "damaged":   # a copy cut short, as by a full disk or an interrupted download
+        with open(exported, "rb") as source, open(path, "wb") as target:
+            target.write(source.read()[:5000])
+    elif graph == "text":
+        with open(path, "w") as target:
+            target.write("not a graph\n")
+    else:
+        foreign_graph(path, *(("input", "float", ["batch", 3, 256, 128]) if graph == "float input"
+                              else ("pictures", "uint8", [1, 3, 256, 128])))
+    monkeypatch.chdir(trained_workdir)
+    code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
+                                         "--backend", "onnxruntime", "--onnx", path], capsys)
+    line = one_error_line(err)
+    assert code == 2 and fragment in line and "export it again: python export.py --name toy" in line
+
+
 def export_agrees(name, tmp_path):
     """Export backbone ``name`` (random weights) and compare ONNX Runtime with PyTorch on 3 pictures."""
     import torch
