@@ -163,12 +163,12 @@ def search_own_photo(args):
     images.check_images([args.query_image] + gallery)
     device, _ = utils.select_device(args.gpu_ids)
     net, options = models.load_trained(runs.run_dir(args.name), args.which_epoch, device)
+    threshold = validation.read_threshold(runs.run_dir(args.name), args.which_epoch)   # checked before the work
     size = models.get_backbone(options["backbone"]).input_size
     pictures = pipeline.ResizedPictures([(path, 0) for path in [args.query_image] + gallery], size)
     features = extraction.extract_features(net, pictures, device, args.batchsize)
     scores = (features[1:] @ features[0]).numpy()
     order = np.lexsort((np.arange(len(scores)), -scores))[:args.topk]
-    threshold = validation.read_threshold(runs.run_dir(args.name), args.which_epoch)
     cut = threshold["threshold"] if threshold else np.inf   # without one, nobody is called the same person
     items = [(gallery[g], f"{rank}\n{scores[g]:.3f}", "same" if scores[g] >= cut else "unknown")
              for rank, g in enumerate(order, 1)]

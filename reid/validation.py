@@ -18,6 +18,7 @@ from reid import files, verification
 from reid.extraction import extract_features, split_pictures
 from reid.metrics import evaluate
 from reid.runs import checkpoint_label
+from utils import UserError
 
 QUERY, GALLERY = "val_query", "val_gallery"
 THRESHOLDS = "threshold.yaml"
@@ -85,15 +86,29 @@ def write_thresholds(run_dir, history, target_fpr):
 
 
 def read_threshold(run_dir, which_epoch):
-    """The threshold stored for the checkpoint ``which_epoch`` (last, best, 10 or 010), or None."""
+    """The threshold stored for the checkpoint ``which_epoch`` (last, best, 10 or 010), or None. A value edited
+    by hand into something that is not a cosine (or a rate) is one error line, not a silent "nobody matches"."""
     path = os.path.join(run_dir, THRESHOLDS)
     if not os.path.isfile(path):
         return None
     saved = files.load_yaml(path, "train.py on data prepared with --val_ids")
+    checkpoints = saved.get("checkpoints") or {}
     try:
-        entry = (saved.get("checkpoints") or {}).get(checkpoint_label(which_epoch))
+        entry = checkpoints.get(checkpoint_label(which_epoch)) if isinstance(checkpoints, dict) else None
     except ValueError:   # an epoch name no checkpoint has (e.g. from a hand-made .mat)
         return None
-    if not isinstance(entry, dict) or not np.isfinite(entry.get("threshold", math.nan)):
-        return None
+    if not isinstance(entry, dict) or entry.get("threshold") is None or entry["threshold"] != entry["threshold"]:
+        return None   # none stored, or nan: the held-out pairs could not set one
+    where = f"{path}: checkpoints.{checkpoint_label(which_epoch)}"
+    # scores are cosines in [-1, 1]; a threshold just outside (1 + a bin) or well outside (a test's 1.5) means
+    # "everybody" or "nobody", while 70 or '0.7' is a hand edit gone wrong
+    check_number(entry["threshold"], -2, 2, f"{where}.threshold", "a threshold on cosine similarity")
+    check_number(saved.get("target_fpr"), 0, 1, f"{path}: target_fpr", "a rate per pair")
     return {**entry, "target_fpr": saved.get("target_fpr")}
+
+
+def check_number(value, low, high, where, meaning):
+    """Refuse a hand-edited ``value`` that is not a number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise UserError(f"{where} is {value!r}, not {meaning} between {low:g} and {high:g}",
+                        f"correct it by hand, or delete {THRESHOLDS} to rank without a same-person threshold")

@@ -19,6 +19,7 @@ import model
 import prepare
 import test as stage4
 import train
+import utils
 from conftest import ROOT, list_images, make_toy, run_cli
 from reid import extraction, runs, validation, verification
 from reid.datasets import parse_image_name
@@ -156,6 +157,26 @@ def test_read_threshold_finds_each_checkpoint(tmp_path):
         validation.read_threshold(str(tmp_path), "010")["threshold"]
     assert validation.read_threshold(str(tmp_path), "20") is None
     assert validation.read_threshold(str(tmp_path / "elsewhere"), "last") is None
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (("threshold", "'0.7'"), "checkpoints.last.threshold is '0.7', not a threshold on cosine"),
+    (("threshold", "70"), "checkpoints.last.threshold is 70, not a threshold"),
+    (("threshold", "true"), "is True, not a threshold"),
+    (("target_fpr", "1e-3x"), "target_fpr is '1e-3x', not a rate per pair"),
+])
+def test_a_hand_edited_threshold_is_one_line_not_a_silent_nobody(edit, fragment, tmp_path):
+    history = [{"epoch": 1, "unseen_mAP": 0.4, "unseen_rank1": 0.4, "unseen_threshold": 0.6, "unseen_tpr": 0.5,
+                "unseen_fpr": 0.01, "unseen_pairs": 500}]
+    validation.write_thresholds(str(tmp_path), history, 0.01)
+    path = tmp_path / validation.THRESHOLDS
+    key, value = edit
+    path.write_text(re.sub(rf"^(\s*{key}): .*$", rf"\1: {value}", path.read_text(), flags=re.M))
+    with pytest.raises(utils.UserError) as caught:
+        validation.read_threshold(str(tmp_path), "last")
+    assert fragment in caught.value.what and "delete threshold.yaml" in caught.value.fix
+    path.write_text("checkpoints: [1, 2]\n")   # not a mapping of checkpoints: no threshold, not a crash
+    assert validation.read_threshold(str(tmp_path), "last") is None
 
 
 def write_threshold(run_dir, value):
