@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from reid.datasets import NameRuleError, parse_image_name
-from reid.images import is_image_file
+from reid.images import open_rgb, picture_names
 
 TRAIN_SPLITS, TEST_SPLITS = ("train_all",), ("query", "gallery")
 # prepare.py --val_ids: people held out of training for validation; like the test, they must never meet training
@@ -45,8 +45,9 @@ def read_prepared(data_dir):
     pictures, broken = [], []
     for split in TRAIN_SPLITS + NOT_TRAINING:
         folder = os.path.join(data_dir, split)
-        for label in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            for name in sorted(f for f in os.listdir(os.path.join(folder, label)) if is_image_file(f)):
+        labels = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for label in (f for f in labels if os.path.isdir(os.path.join(folder, f))):   # as ImageFolder: not .DS_Store
+            for name in picture_names(os.path.join(folder, label)):
                 path = os.path.join(folder, label, name)
                 try:
                     parsed = parse_image_name(name)
@@ -111,13 +112,11 @@ def picture_hashes(path):
     """(sha256 of the bytes, the 256-bit perceptual hash as 4 uint64 words) of one picture; (sha, None)
     when it does not decode."""
     import imagehash
-    from PIL import Image
 
     with open(path, "rb") as handle:
         exact = hashlib.sha256(handle.read()).hexdigest()
     try:
-        with Image.open(path) as image:
-            bits = imagehash.phash(image.convert("RGB"), hash_size=HASH_SIZE).hash
+        bits = imagehash.phash(open_rgb(path), hash_size=HASH_SIZE).hash
         perceptual = np.packbits(bits.flatten()).view(np.uint64)
     except (OSError, SyntaxError, ValueError):
         perceptual = None

@@ -12,6 +12,35 @@ def is_image_file(filename):
     return filename.lower().endswith(IMAGE_SUFFIXES)
 
 
+def picture_names(folder):
+    """The sorted names of the pictures directly in ``folder``; a link whose target is gone is one error line
+    (the dataset was moved or half copied), not a crash later on."""
+    names = sorted(name for name in os.listdir(folder) if is_image_file(name))
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            raise UserError(f"{path} is a link to {os.readlink(path)}, which does not exist",
+                            "copy the picture it points to back, or delete the link")
+    return names
+
+
+def open_rgb(path):
+    """The picture at ``path`` as 8-bit RGB (PIL). A 16-bit picture (a PNG from a scientific camera) keeps its
+    top 8 bits: PIL's own ``convert("RGB")`` clips every value above 255 and returns a white picture."""
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        if picture.mode in SIXTEEN_BIT:
+            import numpy as np
+
+            eight_bit = (np.asarray(picture, dtype=np.uint32) >> 8).astype(np.uint8)
+            return Image.fromarray(eight_bit).convert("RGB")
+        return picture.convert("RGB")
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def check_images(paths):
     """Decode every picture once before the slow work; the first unreadable one is named."""
     from PIL import Image
@@ -20,8 +49,24 @@ def check_images(paths):
         try:
             with Image.open(path) as image:
                 image.load()
+        except Image.DecompressionBombError:
+            raise UserError(f"{path} is {image_size(path)}, more than PIL decodes safely",
+                            "shrink it first: a person crop needs a few hundred pixels a side (Market-1501's are "
+                            "64x128)") from None
         except (OSError, SyntaxError, ValueError) as err:
             raise unreadable(path, err) from None
+
+
+def image_size(path):
+    """'W x H pixels' of a picture, read from its header alone."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS, limit = None, Image.MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as image:
+            return f"{image.width} x {image.height} pixels"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def unreadable(path, err):
@@ -65,7 +110,7 @@ def image_folder(folder, transform=None):
     if not os.path.isdir(folder):
         raise UserError(f"{folder} does not exist", "pass the pytorch/ folder written by prepare.py")
     try:
-        return ImageFolder(folder, transform)
+        return ImageFolder(folder, transform, loader=open_rgb)
     except FileNotFoundError as err:   # an empty identity folder, or no picture at all
         raise UserError(f"{folder}: {err}", "rebuild it with prepare.py --force") from None
 

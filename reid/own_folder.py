@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from reid.files import read_text
-from reid.images import is_image_file
+from reid.images import picture_names
 from utils import UserError
 
 ORIGIN = {"train_all": "identities not held out", "query": "held-out identities: first picture (of each camera)",
@@ -36,7 +36,7 @@ def identity_folders(root):
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
         if os.path.isdir(path) and name != "pytorch" and not name.startswith("."):
-            folders[name] = sorted(f for f in os.listdir(path) if is_image_file(f))
+            folders[name] = picture_names(path)
     folders = {name: pictures for name, pictures in folders.items() if pictures}
     if len(folders) < 3:
         raise UserError(f"{root} holds {len(folders)} identity folder(s) with pictures",

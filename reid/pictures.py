@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from reid.datasets import match_masks
 from reid.files import atomic_write
+from reid.images import open_rgb
 
 
 def plot_training_curves(path, history):
@@ -80,8 +81,7 @@ def draw_strip(query_path, items, title, query_caption="query"):
     for slot, (path, caption, status) in enumerate(tiles):
         left = GAP + slot * (TILE[0] + GAP) + (GAP if slot else 0)
         top = TITLE + LABEL
-        with Image.open(path) as picture:
-            canvas.paste(picture.convert("RGB").resize(TILE, Image.BICUBIC), (left, top))
+        canvas.paste(open_rgb(path).resize(TILE, Image.BICUBIC), (left, top))
         box = (left - 4, top - 4, left + TILE[0] + 3, top + TILE[1] + 3)
         draw.rectangle(box, outline=COLOURS[status], width=4)
         for line, text in enumerate(caption.split("\n")[:2]):

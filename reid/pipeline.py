@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reid import distributed
-from reid.images import IMAGENET_MEAN, IMAGENET_STD
+from reid.images import IMAGENET_MEAN, IMAGENET_STD, open_rgb
 
 PAD = 10   # layumi's Pad(10) before the random crop
 ERASE_AREA, ERASE_RATIO, ERASE_ATTEMPTS = (0.02, 0.4), 0.3, 100   # random_erasing.RandomErasing's defaults
@@ -52,8 +52,7 @@ class ResizedPictures(torch.utils.data.Dataset):
         from torchvision.transforms.functional import pil_to_tensor
 
         path, label = self.samples[index]
-        with Image.open(path) as picture:
-            resized = picture.convert("RGB").resize((self.size[1], self.size[0]), Image.BICUBIC)
+        resized = open_rgb(path).resize((self.size[1], self.size[0]), Image.BICUBIC)
         return pil_to_tensor(resized), label
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from reid.datasets import BENCHMARKS, NameRuleError, parse_image_name
 from reid.files import read_text
-from reid.images import is_image_file
+from reid.images import picture_names
 from utils import UserError
 
 Entry = namedtuple("Entry", "source label filename")  # one file to place: pytorch/<split>/<label>/<filename>
@@ -81,7 +81,7 @@ def parse_names(path, names, spec, root):
 def scan_folder(root, folder, spec):
     """Every picture directly in ROOT/folder, parsed by the benchmark's rule."""
     path = os.path.join(root, folder)
-    names = sorted(name for name in os.listdir(path) if is_image_file(name))
+    names = picture_names(path)
     return [Entry(os.path.join(path, p.filename), p.label, p.filename) for p in parse_names(path, names, spec, root)]
 
 

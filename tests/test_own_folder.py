@@ -178,3 +178,25 @@ def test_a_csv_in_another_encoding_is_one_line(own_root, tmp_path, capsys):
                            capsys)
     assert code == 2 and "is not UTF-8 text (line 2 holds the byte 0xeb)" in one_error_line(err)
     assert not (own_root / "pytorch").exists()
+
+
+def test_system_files_and_a_readme_beside_the_identities_are_left_alone(own_root, capsys):
+    """A Mac's .DS_Store, a README beside the identity folders: not identities, not pictures, not touched."""
+    first = own_root / sorted(os.listdir(own_root))[0]
+    for junk in (own_root / ".DS_Store", own_root / "README.md", first / ".DS_Store", first / "notes.txt"):
+        junk.write_text("not a picture\n")
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root], capsys)
+    assert code == 0, err
+    assert (own_root / "README.md").read_text() == "not a picture\n" and prepared(own_root, "query")
+    assert not any(name.endswith((".txt", ".md", ".DS_Store")) for _, _, names in os.walk(own_root / "pytorch")
+                   for name in names)
+
+
+def test_a_link_to_a_missing_picture_is_one_line(own_root, capsys):
+    first = own_root / sorted(os.listdir(own_root))[0]
+    os.symlink(own_root / "moved" / "0001_c1s1_000001_00.jpg", first / "0001_c1s1_000001_00.jpg")
+    before = snapshot(own_root)
+    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root], capsys)
+    line = one_error_line(err)
+    assert code == 2 and "which does not exist" in line and "delete the link" in line
+    assert snapshot(own_root) == before

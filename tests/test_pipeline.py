@@ -15,7 +15,8 @@ from conftest import run_cli
 from random_erasing import RandomErasing
 from reid import pipeline
 from reid.distributed import World
-from reid.images import IMAGENET_MEAN, IMAGENET_STD, image_folder, image_transforms
+from reid.images import IMAGENET_MEAN, IMAGENET_STD, check_images, image_folder, image_transforms, open_rgb
+from utils import UserError
 from test_train import FAST, in_tmp, same_weights, weights  # noqa: F401  (in_tmp is a fixture)
 
 SIZE = (48, 24)
@@ -125,3 +126,28 @@ def test_colour_jitter_has_no_device_version(capsys):
     with pytest.raises(SystemExit):
         train.resolve_options(train.build_parser(), ["--input_pipeline", "device", "--color_jitter"])
     assert "--color_jitter runs in the per-picture pipeline only" in capsys.readouterr().err
+
+
+def test_a_16_bit_picture_keeps_its_shades_instead_of_turning_white(tmp_path):
+    """PIL's convert("RGB") clips 16-bit values above 255; every loader keeps the top 8 bits instead."""
+    shades = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (128, 1))
+    os.makedirs(tmp_path / "0001")
+    path = tmp_path / "0001" / "0001_c1s1_000001_00.png"
+    Image.fromarray(shades).save(path)
+    assert Image.open(path).mode == "I;16" and Image.open(path).convert("RGB").getextrema()[0] == (0, 255)
+    expected = (shades >> 8).astype(np.uint8)
+    assert (np.asarray(open_rgb(path))[..., 0] == expected).all()
+    folder_picture = image_folder(str(tmp_path), TF.pil_to_tensor)[0][0]
+    resized = pipeline.ResizedPictures([(str(path), 0)], (128, 64))[0][0]
+    for picture in (folder_picture, resized):
+        assert abs(picture.float().mean().item() - expected.mean()) < 2
+
+
+def test_a_picture_beyond_pils_safe_size_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (64, 128)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # 8,192 pixels > twice the limit: PIL refuses it
+    with pytest.raises(UserError) as caught:
+        check_images([str(path)])
+    assert "64 x 128 pixels, more than PIL decodes safely" in caught.value.what and "shrink it" in caught.value.fix
+    assert Image.MAX_IMAGE_PIXELS == 1000
