@@ -72,6 +72,15 @@ def cameras_from_regex(folders, pattern):
     return cameras
 
 
+def from_one(cameras, source):
+    """Cameras numbered from 0 (many recording systems do) moved up by one: the naming rules count from 1."""
+    if min(cameras.values()) > 0:
+        return cameras
+    print(f"note: {source} numbers the cameras from 0; they are written from 1 "
+          "(camera 0 as c1, camera 1 as c2, ...)")
+    return {key: camera + 1 for key, camera in cameras.items()}
+
+
 def cameras_from_csv(folders, path):
     """{(identity, picture): camera} from a CSV with the columns path (relative to ROOT), identity, camera."""
     if not os.path.isfile(path):
@@ -115,6 +124,7 @@ def plan(root, camera_regex=None, cameras_csv=None, test_ids=0.5, seed=0):
     folders = identity_folders(root)
     cameras = cameras_from_regex(folders, camera_regex) if camera_regex else \
         cameras_from_csv(folders, cameras_csv) if cameras_csv else None
+    cameras = from_one(cameras, camera_regex or cameras_csv) if cameras else None
     testing = test_identities(folders, cameras, test_ids, seed)
     splits, labels = {"train_all": [], "query": [], "gallery": []}, {}
     for number, (identity, pictures) in enumerate(folders.items(), 1):

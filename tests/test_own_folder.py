@@ -69,18 +69,21 @@ def test_cameras_from_the_names_give_one_answerable_query_per_camera(own_root, c
     assert every_query_is_answerable(own_root)
 
 
-def test_cameras_from_a_csv(own_root, tmp_path, capsys):
+@pytest.mark.parametrize("first", [7, 0])   # 0: a recording system that counts from 0; written from 1
+def test_cameras_from_a_csv(first, own_root, tmp_path, capsys):
     table = tmp_path / "cameras.csv"
     with open(table, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "identity", "camera"])
         for identity in sorted(os.listdir(own_root)):
             for index, name in enumerate(sorted(os.listdir(own_root / identity))):
-                writer.writerow([f"{identity}/{name}", identity, 7 + index % 2])
-    code, _, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root, "--cameras_csv", table],
-                           capsys)
+                writer.writerow([f"{identity}/{name}", identity, first + index % 2])
+    code, out, err = run_cli(prepare.main, ["--dataset", "folder", "--download_path", own_root,
+                                            "--cameras_csv", table], capsys)
     assert code == 0, err
-    assert {camera for _, camera in prepared(own_root, "gallery")} <= {7, 8} and every_query_is_answerable(own_root)
+    written = {first, first + 1} if first else {1, 2}
+    assert {camera for _, camera in prepared(own_root, "gallery")} <= written and every_query_is_answerable(own_root)
+    assert ("numbers the cameras from 0" in out) == (first == 0)
 
 
 def test_the_camera_rule_travels_to_the_evaluation(tmp_path, capsys):
