@@ -62,19 +62,21 @@ def output_folder(folder, flag):
             raise UserError(f"{flag}: could not create the folder {folder} ({err.strerror})",
                             f"choose another {flag.split()[0]} in a folder you may write to") from None
         print(f"created folder {folder}")
-    check_writable(folder or ".", flag)
+    refused = cannot_write(folder or ".")   # better now than after an hour of work
+    if refused:
+        raise UserError(f"{flag}: cannot write in {folder or '.'} ({refused})",
+                        f"choose another {flag.split()[0]} in a folder you may write to (check its permissions, "
+                        f"or that its disk is not mounted read-only)")
     return folder
 
 
-def check_writable(folder, flag, fix=None):
-    """Refuse ``folder`` when a file cannot be created in it: better now than after an hour of work."""
+def cannot_write(folder):
+    """Why a file cannot be created in ``folder`` (permissions, a read-only disk), or None when it can."""
     try:
         with tempfile.TemporaryFile(dir=folder):
-            pass
+            return None
     except OSError as err:
-        raise UserError(f"{flag}: cannot write in {folder} ({err.strerror})",
-                        fix or f"choose another {flag.split()[0]} in a folder you may write to (check its "
-                               f"permissions, or that its disk is not mounted read-only)") from None
+        return err.strerror or str(err)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
-from reid.files import RUN_AGAIN, atomic_write, check_writable, exclusive_lock
+from reid.files import RUN_AGAIN, atomic_write, cannot_write, exclusive_lock
 from utils import UserError
 
 
@@ -152,12 +152,14 @@ def prepare_run_dir(args):
             raise UserError(f"{folder} holds no opts.yaml written by train.py, so --overwrite will not delete it",
                             "move its files away yourself, or choose another --name")
         shutil.rmtree(folder)
-    cannot = f"run train.py from a folder you may write to: it keeps its runs in ./{RUNS_ROOT}"
     try:
         os.makedirs(folder, exist_ok=True)
+        refused = cannot_write(folder)
     except OSError as err:
-        raise UserError(f"could not create {folder} ({err.strerror})", cannot) from None
-    check_writable(folder, "--name", cannot)
+        refused = err.strerror
+    if refused:
+        raise UserError(f"cannot write in {folder} ({refused})",
+                        f"run train.py from a folder you may write to: it keeps its runs in ./{RUNS_ROOT}")
     for leftover in os.listdir(folder):   # temporary files of a run killed while writing
         if ".tmp-" in leftover:
             os.remove(os.path.join(folder, leftover))
