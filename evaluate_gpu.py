@@ -94,11 +94,11 @@ def main(argv=None):
     if features.camera_rule_line(result):   # an own-pictures set without cameras
         print(features.camera_rule_line(result))
     device, _ = utils.select_device(args.gpu_ids)
-    metrics = run(args, result, device)
+    metrics = run(args, result, device, pairs=True)   # verification from the ranking's own pass
     lines = summary_lines(metrics)
     if args.bootstrap:
         lines.append(intervals.interval_line(metrics, args.bootstrap, args.seed))
-    lines += verification.summary_lines(verification.result_pair_counts(result, device))
+    lines += verification.summary_lines(metrics.pairs)
     if args.protocols:
         lines += protocols.table_lines(protocols.protocol_table(query_features(args, result), result, device))
     if args.compare:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reid import features
+from reid import features, verification
 from reid.datasets import match_masks
 
 
@@ -23,6 +23,7 @@ class Metrics:
     first_correct: np.ndarray  # 0-based rank of each query's first correct match (junk removed); -1 if none
     valid: np.ndarray          # the query has at least one correct match in the gallery
     convention: str
+    pairs: object = None       # verification.PairCounts of the same scores, when evaluate(..., pairs=True)
 
     @property
     def num_queries(self):
@@ -40,19 +41,20 @@ class Metrics:
 SCORE_BINS = 4096   # coarse, monotone buckets of the scores: most comparisons become one histogram
 
 
-def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids, same_camera_junk=True):
+def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids, same_camera_junk=True, masks=None):
     """For one chunk of queries: the 0-based ranks of their correct matches once junk is removed.
 
     Returns ``(ranks, n_good)``: ``ranks`` is (queries, max correct) in ascending order, padded
     past ``n_good`` per row. A correct match is the same pid from another camera; junk is the same pid
     from the same camera, or gallery pid -1. A wrong match whose score equals a correct match's ranks
-    before it (ties never help), so results do not depend on the gallery's order.
+    before it (ties never help), so results do not depend on the gallery's order. ``masks``: the chunk's
+    ``match_masks`` when the caller has them already.
 
     No row is sorted. Each score falls in one of SCORE_BINS monotone buckets; the wrong matches in
     higher buckets than a correct match all outrank it (a histogram counts them), and only those in
     its own bucket are compared with it exactly.
     """
-    good, junk = match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk)
+    good, junk = masks or match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk)
     n_good = good.sum(1)
     most = int(n_good.max()) if len(n_good) else 0
     if most == 0:
@@ -92,7 +94,7 @@ def average_precision(ranks, n_good, convention):
 
 
 def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid", scores=None, device="cpu",
-             same_camera_junk=True):
+             same_camera_junk=True, pairs=False):
     """Market-1501 evaluation of L2-normalised features (cosine similarity ranks the gallery).
 
     q_feats [Nq, D], g_feats [Ng, D]: features; q_pids/g_pids: person ids (-1 junk, 0 distractor);
@@ -102,7 +104,8 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     match scores 0, as layumi's evaluate_gpu.py prints); ``standard`` over the queries that have a
     correct match (torchreid's eval_market1501). ``same_camera_junk=False`` leaves the protocol: the
     query's person seen by its own camera becomes a correct match (see datasets.match_masks).
-    No I/O, no printing.
+    ``pairs=True`` also counts every pair's cosine into ``Metrics.pairs`` (verification.PairCounts) from
+    the same score chunks, so that verification costs no second pass. No I/O, no printing.
     """
     if ap not in AP_CONVENTIONS:
         raise ValueError(f"unknown AP convention {ap!r}")
@@ -111,20 +114,28 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     g_pids, g_camids = tensor(g_pids, torch.int64).ravel(), tensor(g_camids, torch.int64).ravel()
     if scores is None:
         q_feats, g_feats = tensor(q_feats, torch.float32), tensor(g_feats, torch.float32)
+    if pairs and (scores is not None or not same_camera_junk):
+        raise ValueError("pairs=True counts the cosines of the protocol's pairs: no scores, same_camera_junk=True")
+    counts = verification.no_pairs() if pairs else None
     chunk = max(1, CHUNK_ELEMENTS // max(1, len(g_pids)))
     aps, firsts, inps, valids = [], [], [], []
     for start in range(0, len(q_pids), chunk):
         rows = slice(start, start + chunk)
         block = q_feats[rows] @ g_feats.T if scores is None else tensor(scores[rows], torch.float32)
-        ranks, n_good = correct_match_ranks(block, q_pids[rows], q_camids[rows], g_pids, g_camids, same_camera_junk)
+        masks = match_masks(q_pids[rows], q_camids[rows], g_pids, g_camids, same_camera_junk)
+        if counts is not None:
+            verification.add_pairs(counts, block, *masks)
+        ranks, n_good = correct_match_ranks(block, q_pids[rows], q_camids[rows], g_pids, g_camids, masks=masks)
         valid = n_good > 0
         aps.append(average_precision(ranks, n_good, ap))
         last = ranks.gather(1, (n_good - 1).clamp(min=0)[:, None])[:, 0] if ranks.shape[1] else n_good
         inps.append(torch.where(valid, n_good.double() / (last.double() + 1), torch.zeros_like(n_good).double()))
         firsts.append(torch.where(valid, ranks[:, 0], -1) if ranks.shape[1] else -torch.ones_like(n_good))
         valids.append(valid)
-    return summarise(torch.cat(aps).cpu().numpy(), torch.cat(firsts).cpu().numpy(),
-                     torch.cat(inps).cpu().numpy(), torch.cat(valids).cpu().numpy(), len(g_pids), ap)
+    metrics = summarise(torch.cat(aps).cpu().numpy(), torch.cat(firsts).cpu().numpy(),
+                        torch.cat(inps).cpu().numpy(), torch.cat(valids).cpu().numpy(), len(g_pids), ap)
+    metrics.pairs = counts
+    return metrics
 
 
 def summarise(ap, first, inp, valid, gallery_size, convention):
@@ -180,12 +191,18 @@ def query_features(args, result, say=lambda line: None):
     return query
 
 
-def run(args, result, device):
-    """Evaluate a loaded result dict as ``args`` asks; returns the Metrics. Used by test.py too."""
+def run(args, result, device, pairs=False):
+    """Evaluate a loaded result dict as ``args`` asks; returns the Metrics. Used by test.py too. ``pairs``:
+    also the verification counts of the single queries' cosines, from the same pass when the ranking
+    scores them (no --multi, no --rerank), else from a pass of their own."""
     query = query_features(args, result, print)
     scores = None
     if args.rerank:
         from reid.re_ranking import re_ranking
         scores = -re_ranking(query, result["gallery_f"], args.k1, args.k2, args.lambda_value, device=device)
-    return evaluate(query, result["query_label"], result["query_cam"], result["gallery_f"], result["gallery_label"],
-                    result["gallery_cam"], ap=args.ap, scores=scores, device=device)
+    same_pass = pairs and scores is None and not args.multi
+    metrics = evaluate(query, result["query_label"], result["query_cam"], result["gallery_f"], result["gallery_label"],
+                       result["gallery_cam"], ap=args.ap, scores=scores, device=device, pairs=same_pass)
+    if pairs and not same_pass:
+        metrics.pairs = verification.result_pair_counts(result, device)
+    return metrics

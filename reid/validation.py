@@ -46,8 +46,8 @@ def score_held_out(net, held_out, device, batchsize, num_workers, target_fpr):
     gallery, g_pids, g_cams = held_out.gallery
     q_feats = extract_features(net, query, device, batchsize, num_workers=num_workers, desc="unseen q").numpy()
     g_feats = extract_features(net, gallery, device, batchsize, num_workers=num_workers, desc="unseen g").numpy()
-    metrics = evaluate(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams)
-    counts = verification.pair_counts(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams)
+    metrics = evaluate(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams, pairs=True)
+    counts = metrics.pairs
     point = verification.operating_point(counts, target_fpr)
     threshold, tpr, fpr = point if point else (math.nan, math.nan, math.nan)
     return {"rank1": metrics.rank(1), "mAP": metrics.mAP, "threshold": threshold, "tpr": tpr, "fpr": fpr,

@@ -70,20 +70,32 @@ def pair_counts(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, device="cp
     """The two histograms of cosine similarity over every query-gallery pair (junk left out).
 
     q_feats [Nq, D], g_feats [Ng, D]: L2-normalised features; pids and camids as in metrics.evaluate.
+    (metrics.evaluate(..., pairs=True) counts the same pairs from its own score chunks.)
     """
     tensor = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
     q_feats, g_feats = tensor(q_feats, torch.float32), tensor(g_feats, torch.float32)
     q_pids, q_camids = tensor(q_pids, torch.int64).ravel(), tensor(q_camids, torch.int64).ravel()
     g_pids, g_camids = tensor(g_pids, torch.int64).ravel(), tensor(g_camids, torch.int64).ravel()
-    counts = PairCounts(np.zeros(BINS, np.int64), np.zeros(BINS, np.int64))
+    counts = no_pairs()
     chunk = max(1, CHUNK_ELEMENTS // max(1, len(g_pids)))
     for start in range(0, len(q_pids), chunk):
         rows = slice(start, start + chunk)
-        good, junk = match_masks(q_pids[rows], q_camids[rows], g_pids, g_camids)
-        scores = q_feats[rows] @ g_feats.T
-        counts.same += histogram(scores[good])
-        counts.different += histogram(scores[~(good | junk)])
+        add_pairs(counts, q_feats[rows] @ g_feats.T, *match_masks(q_pids[rows], q_camids[rows], g_pids, g_camids))
     return counts
+
+
+def no_pairs():
+    """Empty histograms, for ``add_pairs`` to fill chunk by chunk."""
+    return PairCounts(np.zeros(BINS, np.int64), np.zeros(BINS, np.int64))
+
+
+def add_pairs(counts, scores, good, junk):
+    """Count one chunk of pairs into ``counts``: ``scores`` [q, g] with its ``good`` (same person, another
+    camera) and ``junk`` masks. One ``bincount`` over the chunk: the pair's kind picks a third of the bins."""
+    kind = torch.where(good, 0, torch.where(junk, 2, 1))   # same, different, junk (left out)
+    both = torch.bincount((score_bins(scores) + kind * BINS).ravel(), minlength=3 * BINS)[:2 * BINS].cpu().numpy()
+    counts.same += both[:BINS]
+    counts.different += both[BINS:]
 
 
 def result_pair_counts(result, device="cpu"):

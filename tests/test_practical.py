@@ -30,6 +30,8 @@ def test_readme_command_one_runs_every_stage():
     # 100 test identities: a random ranking finds the right person first about 1 time in 100
     assert rank1 > 0.2 and mAP > 0.15, scores[0]
     check_against_the_readme(run.stdout)
+    training = run.stdout[run.stdout.index("== 3."):run.stdout.index("== 4.")]
+    assert "warning:" not in training, "a divergence alarm on the practical's own run: " + training[-2000:]
     for produced in ("show.png", "report/index.html", "pytorch_result.mat", "model/toy_mobilenet/net_last.pth"):
         assert os.path.exists(os.path.join(ROOT, produced)), produced
 

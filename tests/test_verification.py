@@ -83,3 +83,20 @@ def test_pair_counts_equal_a_loop_over_every_pair(monkeypatch):
     # a float32 dot product may differ in its last bit from the matrix product: allow a neighbouring bin
     assert np.abs(np.cumsum(counts.same) - np.cumsum(expected.same)).max() <= 1
     assert np.abs(np.cumsum(counts.different) - np.cumsum(expected.different)).max() <= 1
+
+
+def test_the_evaluations_own_pass_counts_the_same_pairs(monkeypatch):
+    """evaluate(..., pairs=True) counts from the ranking's score chunks: the histograms equal pair_counts'."""
+    from reid import metrics
+
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 1000)   # several chunks, unlike pair_counts' own
+    q_f, q_p, q_c, g_f, g_p, g_c = problem(1)
+    g_p[:5] = -1
+    counted = metrics.evaluate(q_f, q_p, q_c, g_f, g_p, g_c, pairs=True)
+    alone = verification.pair_counts(q_f, q_p, q_c, g_f, g_p, g_c)
+    assert (counted.pairs.num_same, counted.pairs.num_different) == (alone.num_same, alone.num_different) != (0, 0)
+    for mine, theirs in ((counted.pairs.same, alone.same), (counted.pairs.different, alone.different)):
+        assert np.abs(np.cumsum(mine) - np.cumsum(theirs)).max() <= 1   # a GEMM of other blocks: a last-bit change
+    assert counted.mAP == metrics.evaluate(q_f, q_p, q_c, g_f, g_p, g_c).mAP
+    with pytest.raises(ValueError):   # re-ranked distances are not the cosines verification counts
+        metrics.evaluate(q_f, q_p, q_c, g_f, g_p, g_c, scores=q_f @ g_f.T, pairs=True)
