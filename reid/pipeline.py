@@ -108,9 +108,10 @@ def draw_augmentation(count, size, erasing_p, generator):
     return Augmentation(top, left, flip, erase, torch.stack([box_top, box_left, box_h, box_w], 1))
 
 
-def apply_augmentation(pictures, choice):
+def apply_augmentation(pictures, choice, constants=None):
     """uint8 pictures (N, 3, H, W) -> normalised float32, cropped from the zero-padded picture, mirrored and
-    erased as ``choice`` says: what the per-picture transforms make of each picture with the same choices."""
+    erased as ``choice`` says: what the per-picture transforms make of each picture with the same choices.
+    ``constants``: as for ``normalise_pixels``."""
     count, _, height, width = pictures.shape
     device = pictures.device
     padded = F.pad(pictures, (PAD, PAD, PAD, PAD))
@@ -119,7 +120,7 @@ def apply_augmentation(pictures, choice):
     cols = torch.where(choice.flip[:, None], cols.flip(1), cols)
     batch = torch.arange(count, device=device)[:, None, None]
     cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    images = normalise_pixels(cropped)
+    images = normalise_pixels(cropped, constants)
     top, left, box_h, box_w = (column[:, None] for column in choice.erase_box.unbind(1))
     inside_rows = (torch.arange(height, device=device) >= top) & (torch.arange(height, device=device) < top + box_h)
     inside_cols = (torch.arange(width, device=device) >= left) & (torch.arange(width, device=device) < left + box_w)
@@ -127,11 +128,16 @@ def apply_augmentation(pictures, choice):
     return images.masked_fill(erased[:, None], 0.0)
 
 
-def normalise_pixels(pictures):
+def imagenet_constants(device):
+    """ImageNet's (mean, std) as float32 (1, 3, 1, 1) tensors on ``device``."""
+    return tuple(torch.tensor(values, device=device).view(1, 3, 1, 1) for values in (IMAGENET_MEAN, IMAGENET_STD))
+
+
+def normalise_pixels(pictures, constants=None):
     """uint8 pictures (N, 3, H, W) -> float32 normalised with ImageNet's mean and std, by the same float32
-    operations as ToTensor + Normalize (so the values are bit-identical on the CPU)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=pictures.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pictures.device).view(1, 3, 1, 1)
+    operations as ToTensor + Normalize (so the values are bit-identical on the CPU). ``constants``:
+    ``imagenet_constants`` made once by a caller that runs every step (each new one is a host-to-device copy)."""
+    mean, std = constants or imagenet_constants(pictures.device)
     return pictures.float().div(255).sub(mean).div(std)
 
 
@@ -155,8 +161,17 @@ class DeviceBatches:
 
         device = self.cache.device
         generator = torch.Generator(device=device).manual_seed(derived_seed(self.generator.initial_seed(), 1))
+        constants = imagenet_constants(device)   # once, not a copy per step
         for batch in self.batches:
             choice = draw_augmentation(len(batch), self.cache.shape[2:], self.erasing_p, generator)
             mine = distributed.rank_share(len(batch), self.world)
-            indices = torch.as_tensor(batch[mine], device=device)
-            yield apply_augmentation(self.cache[indices], choice[mine]), self.labels[indices]
+            indices = to_device(torch.as_tensor(batch[mine]), device)
+            yield apply_augmentation(self.cache[indices], choice[mine], constants), self.labels[indices]
+
+
+def to_device(indices, device):
+    """A small host tensor on ``device`` without waiting for the GPU's queue: from pinned memory, asynchronously,
+    so that the CPU keeps running ahead of the GPU (a plain copy from pageable memory blocks every step)."""
+    if device.type != "cuda":
+        return indices.to(device)
+    return indices.pin_memory().to(device, non_blocking=True)

@@ -100,6 +100,23 @@ def epoch(world, seed=0):
     return list(loader)
 
 
+def test_an_epoch_makes_its_constant_tensors_once_not_every_step(monkeypatch):
+    """On CUDA every torch.tensor(..., device=) and as_tensor(..., device=) is a blocking host-to-device copy:
+    an epoch of 5 steps makes the mean and std once, and moves each step's indices without a device= copy."""
+    made, real_tensor, real_as_tensor = [], torch.tensor, torch.as_tensor
+
+    def counting(real):
+        def call(*args, **kwargs):
+            made.append("device" in kwargs)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(torch, "tensor", counting(real_tensor))
+    monkeypatch.setattr(torch, "as_tensor", counting(real_as_tensor))
+    steps = epoch(World())
+    assert len(steps) == 5 and made.count(True) <= 3   # the labels once, the mean and std once
+
+
 def test_an_epoch_depends_on_its_seed_and_not_on_the_number_of_processes():
     alone, again, other = epoch(World()), epoch(World()), epoch(World(), seed=1)
     assert len(alone) == 5 and all(torch.equal(a[0], b[0]) for a, b in zip(alone, again))
