@@ -4,7 +4,7 @@ Usage (the course's command, on a GPU):
     python train.py --gpu_ids 0 --name ft_ResNet50 --train_all --batchsize 32 --data_dir ../Market/pytorch
 On the CPU, with the toy set (README command 1 does this):
     python train.py --gpu_ids -1 --name toy_mobilenet --data_dir data/Market/pytorch --backbone mobilenet_v3 \
-        --no_pretrained --batchsize 32 --lr 0.02 --warm_epoch 1 --total_epoch 15 --seed 0
+        --no_pretrained --batchsize 32 --lr 0.01 --warm_epoch 3 --total_epoch 15 --seed 0
 Continue an interrupted run:   python train.py --name toy_mobilenet --resume
 
 Reads:  DATA_DIR/{train or train_all, val}/<pid>/*.jpg (written by prepare.py); with prepare.py --val_ids

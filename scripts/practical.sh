@@ -13,7 +13,7 @@ step "1d. arrange it too" python prepare_Duke.py --download_path "$DATA/DukeMTMC
 
 # Stage 3: a small network from random weights (no download), on the CPU.
 TRAIN=(python train.py --gpu_ids -1 --name toy_mobilenet --data_dir "$DATA/Market/pytorch"
-       --backbone mobilenet_v3 --no_pretrained --batchsize 32 --lr 0.02 --warm_epoch 1 --total_epoch 15 --seed 0)
+       --backbone mobilenet_v3 --no_pretrained --batchsize 32 --lr 0.01 --warm_epoch 3 --total_epoch 15 --seed 0)
 if [ -f model/toy_mobilenet/opts.yaml ]; then TRAIN+=(--resume); fi   # a second run continues or does nothing
 step "3. train" "${TRAIN[@]}"
 
