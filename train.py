@@ -42,7 +42,7 @@ from utils import UserError  # noqa: F401  (callers and tests catch train.UserEr
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
-                   "input_pipeline", "divergence"}
+                   "input_pipeline", "divergence", "dist_timeout"}
 READ_EVERY = 25   # on CUDA: steps between reads of the running loss, so that the CPU can queue steps ahead
 
 
@@ -287,7 +287,7 @@ def main(argv=None):
                                 args.num_instances if args.sampler == "pk" else None)
         distributed.spawn(main, sys.argv[1:] if argv is None else argv, len(gpu_ids))
         return runs.run_dir(args.name)
-    distributed.start(world, device)
+    distributed.start(world, device, args.dist_timeout)
     try:
         with runs.run_lock(args.name, world.main):   # no second train.py may write or delete model/NAME meanwhile
             return train_run(args, spec, device, world)

@@ -4,6 +4,7 @@ import os
 import shutil
 import sys
 
+from reid import distributed
 from reid.pipeline import PIPELINES
 
 
@@ -15,6 +16,9 @@ def add_arguments(p):
                    "where it cannot run)")
     p.add_argument("--sync_bn", action="store_true", help="several GPU processes: BatchNorm statistics over the "
                    "whole global batch")
+    p.add_argument("--dist_timeout", type=float, default=distributed.TIMEOUT_MINUTES,
+                   help="several processes: minutes one waits for the others (rank 0 validating and writing "
+                        "checkpoints) before the job is aborted; torch's own default is 10")
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     p.add_argument("--input_pipeline", choices=list(PIPELINES), default="auto",
                    help="; ".join(f"{name}: {what}" for name, what in PIPELINES.items()))
@@ -22,6 +26,8 @@ def add_arguments(p):
 
 def check_arguments(parser, args):
     """``parser.error`` for speed flags that cannot go together."""
+    if not args.dist_timeout > 0:
+        parser.error("--dist_timeout must be a positive number of minutes")
     if args.fp16 and args.bf16:
         parser.error("--fp16 and --bf16 exclude each other")
     if args.input_pipeline == "device" and args.color_jitter:

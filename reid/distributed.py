@@ -56,13 +56,19 @@ def backend_for(device):
     return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
-def start(world, device):
-    """Join the process group (on a GPU bound to ``device``, so that NCCL's barrier knows its GPU)."""
+TIMEOUT_MINUTES = 60   # torch's 10: a slow held-out evaluation or file system on rank 0 would abort the job
+
+
+def start(world, device, timeout_minutes=TIMEOUT_MINUTES):
+    """Join the process group (on a GPU bound to ``device``, so that NCCL's barrier knows its GPU). Every
+    collective, barriers included, waits up to ``timeout_minutes`` for the other processes."""
+    import datetime
+
     import torch.distributed as dist
 
     if world.distributed and not dist.is_initialized():
         bound = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend_for(device), **bound)
+        dist.init_process_group(backend_for(device), timeout=datetime.timedelta(minutes=timeout_minutes), **bound)
 
 
 def stop(world):

@@ -163,6 +163,25 @@ def test_only_a_launcher_makes_a_process_group(monkeypatch):
     assert distributed.from_environment().distributed
 
 
+def test_the_process_group_waits_as_long_as_dist_timeout_says(monkeypatch, capsys):
+    """Rank 0 validates and writes while the others wait: torch's 10 minutes would abort a slow epoch's job."""
+    import datetime
+
+    import torch.distributed as dist
+
+    joined = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kwargs: joined.append(kwargs["timeout"]))
+    world = World(0, 0, 2, launched=True)
+    distributed.start(world, torch.device("cpu"))
+    distributed.start(world, torch.device("cpu"), 5)
+    assert joined == [datetime.timedelta(minutes=distributed.TIMEOUT_MINUTES), datetime.timedelta(minutes=5)]
+    assert distributed.TIMEOUT_MINUTES > 10
+    assert train.build_parser().parse_args(["--dist_timeout", "90"]).dist_timeout == 90
+    code, _, err = run_cli(train.main, ["--dist_timeout", "0"], capsys)
+    assert code == 2 and "--dist_timeout must be a positive number" in err
+
+
 def test_two_processes_extract_the_same_features_as_one(prepared_market, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     train.main(["--data_dir", str(prepared_market), "--name", "shards", *FAST, "--total_epoch", "1"])
