@@ -24,6 +24,9 @@ def picture_names(folder):
     return names
 
 
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")   # PIL's modes of 16-bit grayscale pictures
+
+
 def open_rgb(path):
     """The picture at ``path`` as 8-bit RGB (PIL). A 16-bit picture (a PNG from a scientific camera) keeps its
     top 8 bits: PIL's own ``convert("RGB")`` clips every value above 255 and returns a white picture."""
@@ -36,9 +39,6 @@ def open_rgb(path):
             eight_bit = (np.asarray(picture, dtype=np.uint32) >> 8).astype(np.uint8)
             return Image.fromarray(eight_bit).convert("RGB")
         return picture.convert("RGB")
-
-
-SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def check_images(paths):

@@ -75,10 +75,10 @@ def open_graph(path, size, export_again):
         raise UserError(f"{path} is not an ONNX graph ONNX Runtime can load ({str(err).splitlines()[0][:160]})",
                         f"export it again: {export_again}") from None
     inputs = runner.get_inputs()
-    shape = inputs[0].shape if len(inputs) == 1 else []
-    batch_is_free = len(shape) == 4 and not isinstance(shape[0], int)
-    if len(inputs) != 1 or [inputs[0].name, inputs[0].type, *shape[1:]] != ["pictures", "tensor(uint8)", 3, *size] \
-            or not batch_is_free:
+    only = inputs[0] if len(inputs) == 1 else None
+    fits = only is not None and len(only.shape) == 4 and not isinstance(only.shape[0], int) and \
+        [only.name, only.type, *only.shape[1:]] == ["pictures", "tensor(uint8)", 3, *size]   # a free batch dimension
+    if not fits:
         seen = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
         raise UserError(f"{path} is not a graph export.py wrote for this run (inputs: {seen}; expected pictures "
                         f"tensor(uint8) [batch, 3, {size[0]}, {size[1]}])", f"export it again: {export_again}")

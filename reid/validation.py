@@ -97,7 +97,8 @@ def read_threshold(run_dir, which_epoch):
         entry = checkpoints.get(checkpoint_label(which_epoch)) if isinstance(checkpoints, dict) else None
     except ValueError:   # an epoch name no checkpoint has (e.g. from a hand-made .mat)
         return None
-    if not isinstance(entry, dict) or entry.get("threshold") is None or entry["threshold"] != entry["threshold"]:
+    stored = entry.get("threshold") if isinstance(entry, dict) else None
+    if stored is None or (isinstance(stored, float) and math.isnan(stored)):
         return None   # none stored, or nan: the held-out pairs could not set one
     where = f"{path}: checkpoints.{checkpoint_label(which_epoch)}"
     # scores are cosines in [-1, 1]; a threshold just outside (1 + a bin) or well outside (a test's 1.5) means
