@@ -33,7 +33,7 @@ import torch
 
 import model as models
 import utils
-from reid import datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs
+from reid import acceleration, datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs
 from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
                            save_features)
 from utils import UserError
@@ -119,8 +119,10 @@ def main(argv=None):
         runner, onnx_path = graph
         features = {split: onnx_export.extract(runner, data[split][0], args.batchsize, args.num_workers, split)
                     .numpy() for split in splits}
-        return write_and_evaluate(args, {**options, "backend": f"onnxruntime {onnx_path}"}, data, features, device)
+        return write_and_evaluate(args, {**options, "backend": f"onnxruntime {onnx_path}"}, data, features, device,
+                                  "onnxruntime")
     net, _ = models.load_trained(run_dir, args.which_epoch, device, overrides)   # built from the same options
+    net = acceleration.on_cuda(net, device)   # as train.py runs it: channels_last, cuDNN autotuner, TF32
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None
     distributed.start(world, device)
     # the features go to a column-major file beside --output as they are extracted: a gallery of any size
@@ -133,12 +135,14 @@ def main(argv=None):
         finally:
             distributed.stop(world)
         if world.main:   # one process writes and evaluates
-            return write_and_evaluate(args, options, data, features, device)
+            return write_and_evaluate(args, options, data, features, device, acceleration.kernel_set(device))
 
 
-def write_and_evaluate(args, options, data, features, device):
-    """pytorch_result.mat (and the multi-query file), the layumi summary lines, result.txt."""
+def write_and_evaluate(args, options, data, features, device, extracted_with):
+    """pytorch_result.mat (and the multi-query file), the layumi summary lines, result.txt. ``extracted_with``:
+    the arithmetic of the extraction (acceleration.kernel_set), kept in the .mat."""
     provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": FEATURES_FORMAT,
+                  "extracted_with": extracted_with,
                   "opts": repr(options), "created": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
                   "run_id": uuid.uuid4().hex, "camera_rule": camera_rule(args.test_dir)}
     arrays = {f"{prefix}_{key}": value for split, prefix in (("gallery", "gallery"), ("query", "query"))

@@ -227,11 +227,10 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
 
 def build_network(args, spec, nclasses, device):
     utils.set_seed(args.seed, deterministic=device.type == "cpu")
-    torch.backends.cudnn.benchmark = device.type == "cuda"   # fast kernels on GPU; determinism is a CPU promise
     net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
                              args.stride, circle=bool(recipes.chosen_losses(args)), bnneck=args.bnneck,
                              neck_feat=args.neck_feat).to(device)
-    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
+    return acceleration.on_cuda(net, device)   # channels_last, cuDNN autotuner, TF32
 
 
 def train_run(args, spec, device, world):

@@ -65,14 +65,33 @@ def compiled(net, wanted, device):
     return torch.compile(net)
 
 
+def on_cuda(net, device):
+    """What train.py and test.py both run with on CUDA: cuDNN's autotuner, TF32 for float32 matrix products
+    and convolutions, and channels_last. TF32 keeps 10 bits of each input's mantissa, so features and
+    losses move in their third or fourth digit: kernel_set says it, and opts.yaml and the .mat record that.
+    On other devices ``net`` is returned as it is and nothing changes."""
+    import torch
+
+    if device.type != "cuda":
+        return net
+    torch.backends.cudnn.benchmark = True   # fast kernels on GPU; determinism is a CPU promise
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    return net.to(memory_format=torch.channels_last)
+
+
 def kernel_set(device):
-    """What decides the arithmetic on ``device``, printed and kept in opts.yaml: on the CPU the instruction set
-    PyTorch's kernels use (AVX2, AVX512, ...), since the same seed gives other weights under another one."""
+    """What decides the arithmetic on ``device``, printed and kept in opts.yaml and the .mat: on the CPU the
+    instruction set PyTorch's kernels use (AVX2, AVX512, ...), since the same seed gives other weights under
+    another one; on CUDA the GPU, and TF32 when on_cuda turned it on."""
     import torch
 
     if device.type == "cpu":
         return f"{torch.backends.cpu.get_cpu_capability()} kernels"
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    if device.type != "cuda":
+        return device.type
+    tf32 = ", TF32 matmul" if torch.backends.cuda.matmul.fp32_precision == "tf32" else ""
+    return torch.cuda.get_device_name(device) + tf32
 
 
 def note_kernel_change(run_dir, kernels):

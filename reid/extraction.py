@@ -10,6 +10,8 @@ from reid import datasets, distributed, images, pipeline
 from reid.pipeline import normalise_pixels
 from utils import UserError
 
+FLUSH_ROWS = 8192   # CUDA: features kept on the GPU until this many rows, then copied to the CPU in one go
+
 
 def split_pictures(test_dir, split, size):
     """One split's pictures in ImageFolder order, as uint8 ResizedPictures, with the pids and cameras read
@@ -42,18 +44,20 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
     share = distributed.shard(len(dataset), world)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, share), batchsize, shuffle=False,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
-    features, done, broken = None, 0, 0
+    constants = pipeline.imagenet_constants(device)   # once: each new one is a host-to-device copy
+    features, done, pending, broken = None, 0, [], torch.zeros((), dtype=torch.int64, device=device)
     with tqdm(total=len(share), desc=desc, unit="img", leave=False, disable=not world.main) as bar:
-        for pixels, _ in loader:
-            batch = picture_features(net, pixels.to(device, non_blocking=True), scales, amp_dtype)
+        for index, (pixels, _) in enumerate(loader):
+            batch = picture_features(net, pixels.to(device, non_blocking=True), scales, amp_dtype, constants)
+            broken += (~torch.isfinite(batch).all(1)).sum()   # read once at the end: no wait for the GPU here
+            pending.append(batch)
             if features is None:   # written in place: no list of chunks to concatenate (and hold twice)
                 features = allocate(len(share), batch.shape[1])
-            features[done:done + len(batch)] = batch
-            broken += int((~torch.isfinite(batch).all(1)).sum())
-            done += len(batch)
+            if sum(map(len, pending)) >= rows_held(device) or index == len(loader) - 1:
+                done = flush(pending, features, done)
             bar.update(len(batch))
     features = distributed.gather_rows(world, features, device)
-    broken = int(distributed.reduce_sums(world, broken)[0])
+    broken = int(distributed.reduce_sums(world, int(broken))[0])
     if broken:
         raise UserError(f"the model gives non-finite features (nan or inf) for {broken} of {len(features)} "
                         f"{desc} pictures: its weights diverged in training, so nothing was written",
@@ -62,10 +66,25 @@ def extract_features(net, dataset, device, batchsize, scales=(1.0,), num_workers
     return features
 
 
-def picture_features(net, images, scales, amp_dtype):
-    """The normalised feature of each picture of a batch: summed over it and its mirror image, at every scale."""
+def rows_held(device):
+    """How many feature rows wait on ``device`` before one copy to the CPU: on CUDA a copy waits for the GPU
+    to finish its queue, so it is done every FLUSH_ROWS rows rather than every batch."""
+    return FLUSH_ROWS if device.type == "cuda" else 1
+
+
+def flush(pending, features, done):
+    """Copy the batches in ``pending`` (emptied) into rows ``done``... of ``features``; returns the rows filled."""
+    rows = torch.cat(pending).cpu() if len(pending) > 1 else pending[0].cpu()
+    features[done:done + len(rows)] = rows
+    pending.clear()
+    return done + len(rows)
+
+
+def picture_features(net, images, scales, amp_dtype, constants=None):
+    """The normalised feature of each picture of a batch, on its device: summed over it and its mirror
+    image, at every scale. ``constants``: pipeline.imagenet_constants, made once by the caller."""
     if images.dtype == torch.uint8:
-        images = normalise_pixels(images)
+        images = normalise_pixels(images, constants)
     use_amp = amp_dtype is not None and images.device.type == "cuda"
     total = 0
     for view in (images, images.flip(3)):
@@ -74,7 +93,7 @@ def picture_features(net, images, scales, amp_dtype):
                                                            mode="bicubic", align_corners=False)
             with torch.autocast(images.device.type, dtype=amp_dtype, enabled=use_amp):
                 total = total + net.features(scaled).float()
-    return normalise(total).cpu()
+    return normalise(total)
 
 
 def normalise(features):

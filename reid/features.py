@@ -7,7 +7,8 @@ from utils import UserError
 
 FEATURE_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
-PROVENANCE_KEYS = ("model_name", "which_epoch", "opts", "created", "run_id", "format_version", "camera_rule")
+PROVENANCE_KEYS = ("model_name", "which_epoch", "opts", "created", "run_id", "format_version", "camera_rule",
+                   "extracted_with")
 FEATURES_FORMAT = 1
 
 

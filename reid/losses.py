@@ -28,11 +28,10 @@ def batch_hard_triplet(features, labels, margin=0.3):
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     positives, negatives = same & ~eye, ~same
     usable = positives.any(1) & negatives.any(1)
-    if not usable.any():
-        return features.sum() * 0
     farthest_positive = distances.masked_fill(~positives, float("-inf")).max(1).values
     nearest_negative = distances.masked_fill(~negatives, float("inf")).min(1).values
-    return F.relu(farthest_positive - nearest_negative + margin)[usable].mean()
+    losses = F.relu(farthest_positive - nearest_negative + margin) * usable   # 0, not inf, where unusable
+    return losses.sum() / usable.sum().clamp(min=1)   # no "if usable.any()": reading it would wait for the GPU
 
 
 class CenterLoss(torch.nn.Module):
@@ -102,7 +101,8 @@ class SphereFace(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))   # saved, so --resume continues the schedule
 
     def annealing(self):
-        return max(self.lambda_min, self.base / (1 + self.gamma * self.steps.item()))
+        """lambda as a tensor on the loss's device: reading ``steps`` as a number would wait for the GPU."""
+        return (self.base / (1 + self.gamma * self.steps)).clamp(min=self.lambda_min)
 
     def forward(self, features, labels):
         cosine = F.normalize(features, dim=1) @ F.normalize(self.W, dim=0)

@@ -4,12 +4,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reid import features, verification
-from reid.datasets import match_masks
+from reid import features, matching, verification
 
 
 AP_CONVENTIONS = ("trapezoid", "standard")   # the Market-1501 authors' / layumi's, and torchreid's / fast-reid's
-CHUNK_ELEMENTS = 2 ** 21   # query x gallery entries held at once: bounds memory whatever the dataset size
+CHUNK_ELEMENTS = 2 ** 23   # query x gallery entries held at once: bounds memory whatever the dataset size
 
 
 @dataclass
@@ -38,42 +37,88 @@ class Metrics:
         return float(self.cmc[k - 1]) if k <= len(self.cmc) else float(self.cmc[-1])
 
 
-SCORE_BINS = 4096   # coarse, monotone buckets of the scores: most comparisons become one histogram
+BUCKET_BITS = 12   # the ranking's histogram has 4096 buckets per query
+BUCKETS = 2 ** BUCKET_BITS
 
 
-def correct_match_ranks(scores, q_pids, q_camids, g_pids, g_camids, same_camera_junk=True, masks=None):
+def bins_as_buckets(bins):
+    """A chunk's verification bins (overwritten) as at most BUCKETS buckets: shifted to start at 0 and
+    merged by a power of two, just enough to fit, so that a narrow spread of scores still fills them."""
+    if not bins.numel():   # a gallery of junk alone
+        return bins
+    low, high = (int(value) for value in torch.aminmax(bins))
+    return bins.sub_(low).bitwise_right_shift_(max(0, (high - low).bit_length() - BUCKET_BITS))
+
+
+def score_buckets(scores):
+    """BUCKETS monotone buckets of any scores (re-ranking's are not cosines): their range, cut evenly."""
+    if not scores.numel():
+        return scores.long()
+    low = scores.min()
+    scale = (BUCKETS - 1) / max(float(scores.max() - low), 1e-30)   # equal scores: one bucket
+    return ((scores - low) * scale).long()
+
+
+def correct_match_ranks(scores, buckets, good, junk, work=None):
     """For one chunk of queries: the 0-based ranks of their correct matches once junk is removed.
 
-    Returns ``(ranks, n_good)``: ``ranks`` is (queries, max correct) in ascending order, padded
-    past ``n_good`` per row. A correct match is the same pid from another camera; junk is the same pid
-    from the same camera, or gallery pid -1. A wrong match whose score equals a correct match's ranks
-    before it (ties never help), so results do not depend on the gallery's order. ``masks``: the chunk's
-    ``match_masks`` when the caller has them already.
+    ``scores`` [q, g] float32, higher is better; ``buckets`` [q, g] integers in [0, BUCKETS), never
+    inverting two scores (overwritten); ``good``, ``junk``: the chunk's matching.match_lists; ``work``:
+    its Workspace. Returns ``(ranks, n_good)``: ``ranks`` is (q, max correct) in ascending order,
+    padded with 0 past ``n_good`` per row. A wrong match whose score equals a correct match's ranks
+    before it (ties never help), so results do not depend on the gallery's order.
 
-    No row is sorted. Each score falls in one of SCORE_BINS monotone buckets; the wrong matches in
-    higher buckets than a correct match all outrank it (a histogram counts them), and only those in
-    its own bucket are compared with it exactly.
+    No row is sorted: the wrong matches in higher buckets than a correct match all outrank it (one
+    histogram per row counts them); only those in its own bucket are compared with it (same_bucket_ahead).
     """
-    good, junk = masks or match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk)
-    n_good = good.sum(1)
-    most = int(n_good.max()) if len(n_good) else 0
+    n_queries, n_gallery = scores.shape
+    n_good = torch.bincount(good[0], minlength=n_queries)
+    most = int(n_good.max()) if n_queries else 0
     if most == 0:
-        return torch.zeros(len(q_pids), 0, dtype=torch.int64, device=scores.device), n_good
-    wrong = ~(good | junk)   # kept pictures that are not correct matches
-    good_scores = scores.masked_fill(~good, float("-inf")).topk(most, dim=1).values
-    is_good = torch.arange(most, device=scores.device)[None, :] < n_good[:, None]
-    low = scores.min()
-    scale = (SCORE_BINS - 1) / max(float(scores.max() - low), 1e-30)   # equal scores: one bucket
-    bins = ((scores - low) * scale).long()               # rounding is monotone, so bins never invert scores
-    good_bins = torch.where(is_good, ((good_scores.clamp(min=low) - low) * scale).long(), SCORE_BINS)
-    wrong_per_bin = torch.zeros(len(q_pids), SCORE_BINS + 2, dtype=torch.int64, device=scores.device)
-    wrong_per_bin.scatter_add_(1, bins, wrong.to(torch.int64))
-    wrong_from_bin = wrong_per_bin.flip(1).cumsum(1).flip(1)   # wrong matches in this bucket or above
-    ranks = torch.arange(most, device=scores.device) + wrong_from_bin.gather(1, good_bins + 1)
-    shared = torch.zeros_like(wrong_per_bin, dtype=torch.bool).scatter_(1, good_bins, True)
-    rows, cols = (wrong & shared.gather(1, bins)).nonzero(as_tuple=True)
-    ahead = (bins[rows, cols][:, None] == good_bins[rows]) & (scores[rows, cols][:, None] >= good_scores[rows])
-    return ranks.index_add_(0, rows, ahead.to(torch.int64)), n_good
+        return torch.zeros(n_queries, 0, dtype=torch.int64, device=scores.device), n_good
+    width = BUCKETS
+    keys = buckets.add_(torch.arange(0, n_queries * width, width, dtype=buckets.dtype, device=scores.device)[:, None])
+    keys, flat_scores = keys.ravel(), scores.ravel()
+    not_wrong = torch.cat([good[0] * n_gallery + good[1], junk[0] * n_gallery + junk[1]])   # flat positions
+    per_bucket = torch.bincount(keys, minlength=n_queries * width)
+    per_bucket.index_add_(0, keys[not_wrong], torch.full_like(not_wrong, -1))   # the wrong matches are left
+    up_to = per_bucket.view(n_queries, width).cumsum(1)   # wrong matches in this bucket or below
+    good_keys = keys[not_wrong[:len(good[0])]].long()
+    codes, order = torch.sort(score_codes(good_keys, flat_scores[not_wrong[:len(good[0])]]))
+    rows = good[0][order]   # in rising rows, and rising scores within a row
+    place = n_good.cumsum(0)[rows] - 1 - torch.arange(len(rows), device=scores.device)   # falling scores
+    ahead = same_bucket_ahead(codes, keys, flat_scores, not_wrong, n_queries * width, work)
+    ranks = torch.zeros(n_queries, most, dtype=torch.int64, device=scores.device)
+    above = up_to[:, -1][rows] - up_to.view(-1)[good_keys[order]]   # in higher buckets than the correct match
+    ranks[rows, place] = place + above + ahead
+    return ranks, n_good
+
+
+def score_codes(keys, values):
+    """int64 codes that sort as the pairs (key, value) do: the key in the high 32 bits, the float32
+    value's bits in the low ones, made to rise with the value (the sign bit and the order of negatives)."""
+    bits = (values + 0.0).view(torch.int32).long()   # + 0.0 turns -0.0 into +0.0, which it equals
+    return (keys << 32) | (torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2 ** 31)
+
+
+def same_bucket_ahead(codes, keys, flat_scores, not_wrong, n_keys, work):
+    """For each correct match (``codes``: their sorted score_codes), the wrong matches of its own bucket
+    that score at least as high. Every picture in a bucket holding a correct match counts +1 for the
+    correct matches of that bucket it is not below; the correct and junk pictures (``not_wrong``) then
+    count -1 the same way, which leaves the wrong ones."""
+    shared = torch.zeros(n_keys, dtype=torch.bool, device=keys.device)
+    shared[codes >> 32] = True
+    in_shared = torch.empty(len(keys), dtype=torch.bool, device=keys.device) if work is None else (
+        work.take("flags", (1, len(keys)), torch.bool)[0])
+    positions = torch.cat([torch.index_select(shared, 0, keys, out=in_shared).nonzero()[:, 0], not_wrong])
+    weights = torch.ones_like(positions)
+    weights[len(positions) - len(not_wrong):] = -1
+    entries = score_codes(keys[positions].long(), flat_scores[positions])
+    first = torch.searchsorted(codes, (entries >> 32) << 32)      # the bucket's first correct match
+    past = torch.searchsorted(codes, entries, right=True)         # past those scoring at most the entry
+    change = torch.zeros(len(codes) + 1, dtype=torch.int64, device=keys.device)
+    change.index_add_(0, first, weights).index_add_(0, past, -weights)
+    return change.cumsum(0)[:-1]
 
 
 def average_precision(ranks, n_good, convention):
@@ -109,23 +154,20 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     """
     if ap not in AP_CONVENTIONS:
         raise ValueError(f"unknown AP convention {ap!r}")
-    tensor = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-    q_pids, q_camids = tensor(q_pids, torch.int64).ravel(), tensor(q_camids, torch.int64).ravel()
-    g_pids, g_camids = tensor(g_pids, torch.int64).ravel(), tensor(g_camids, torch.int64).ravel()
-    if scores is None:
-        q_feats, g_feats = tensor(q_feats, torch.float32), tensor(g_feats, torch.float32)
     if pairs and (scores is not None or not same_camera_junk):
         raise ValueError("pairs=True counts the cosines of the protocol's pairs: no scores, same_camera_junk=True")
-    counts = verification.no_pairs() if pairs else None
-    chunk = max(1, CHUNK_ELEMENTS // max(1, len(g_pids)))
+    tally = torch.zeros(2, verification.BINS, dtype=torch.int64, device=device) if pairs else None
     aps, firsts, inps, valids = [], [], [], []
-    for start in range(0, len(q_pids), chunk):
-        rows = slice(start, start + chunk)
-        block = q_feats[rows] @ g_feats.T if scores is None else tensor(scores[rows], torch.float32)
-        masks = match_masks(q_pids[rows], q_camids[rows], g_pids, g_camids, same_camera_junk)
-        if counts is not None:
-            verification.add_pairs(counts, block, *masks)
-        ranks, n_good = correct_match_ranks(block, q_pids[rows], q_camids[rows], g_pids, g_camids, masks=masks)
+    for block, good, junk, work in matching.protocol_chunks(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids,
+                                                            CHUNK_ELEMENTS, device, scores, same_camera_junk):
+        if scores is None:   # cosines: the ranking's buckets are the verification bins, merged
+            bins = verification.score_bins(block, work)
+            if tally is not None:
+                tally += verification.chunk_pairs(bins, good, junk)
+            buckets = bins_as_buckets(bins)
+        else:
+            buckets = score_buckets(block)
+        ranks, n_good = correct_match_ranks(block, buckets, good, junk, work)
         valid = n_good > 0
         aps.append(average_precision(ranks, n_good, ap))
         last = ranks.gather(1, (n_good - 1).clamp(min=0)[:, None])[:, 0] if ranks.shape[1] else n_good
@@ -133,8 +175,8 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
         firsts.append(torch.where(valid, ranks[:, 0], -1) if ranks.shape[1] else -torch.ones_like(n_good))
         valids.append(valid)
     metrics = summarise(torch.cat(aps).cpu().numpy(), torch.cat(firsts).cpu().numpy(),
-                        torch.cat(inps).cpu().numpy(), torch.cat(valids).cpu().numpy(), len(g_pids), ap)
-    metrics.pairs = counts
+                        torch.cat(inps).cpu().numpy(), torch.cat(valids).cpu().numpy(), len(np.ravel(g_pids)), ap)
+    metrics.pairs = verification.counts_of(tally) if pairs else None
     return metrics
 
 

@@ -8,6 +8,7 @@ every epoch.
 import warnings
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from reid.losses import LOSSES, chosen_losses
 import utils
@@ -116,14 +117,35 @@ RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.
 }
 
 
+class WeightAverage(AveragedModel):
+    """torch's EMA (AveragedModel with get_ema_multi_avg_fn), without its per-step trip to the host: the
+    library reads its step counter (``n_averaged == 0``) and copies it to the GPU at every update. Here the
+    counter stays on the CPU, for checkpoints, and is read once, after a --resume has loaded it."""
+
+    def __init__(self, net, decay):
+        super().__init__(net, use_buffers=False)
+        self.decay, self.first = decay, None
+
+    def update_parameters(self, model):
+        averaged, current = [p.detach() for p in self.module.parameters()], [p.detach() for p in model.parameters()]
+        if self.first is None:
+            self.first = bool(self.n_averaged == 0)
+        if self.first:
+            torch._foreach_copy_(averaged, current)
+            self.first = False
+        else:
+            torch._foreach_lerp_(averaged, current, 1 - self.decay)
+        for mine, theirs in zip(self.module.buffers(), model.buffers()):   # BatchNorm's, kept in step
+            mine.detach().copy_(theirs.detach())
+        self.n_averaged += 1
+
+
 def weight_average(net, decay):
     """An exponential moving average of the weights, updated after every step (``--wa``).
 
     BatchNorm statistics are not averaged: ``finish_weight_average`` recomputes them once, at the end.
     """
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    return WeightAverage(net, decay)
 
 
 @torch.no_grad()

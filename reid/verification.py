@@ -12,7 +12,7 @@ the true-positive rate (TPR, same person accepted). The ROC curve is every such 
 
 Scores are counted, not sorted: each pair falls in one of BINS equal bins of [-1, 1], one histogram
 for same-person and one for different-person pairs, so a Market-1501 test set (66 million pairs) costs
-two ``bincount``s per chunk and constant memory. Thresholds are the bins' lower edges (a step of
+one ``bincount`` of every score per chunk and constant memory. Thresholds are the bins' lower edges (a step of
 2 / BINS = 3e-5 in cosine); at those thresholds every rate is exact (tests/test_verification.py
 compares them with scikit-learn's ``roc_curve``).
 """
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reid.datasets import match_masks
+from reid import matching
 
 BINS = 2 ** 16
 TARGET_FPRS = (1e-2, 1e-3, 1e-4)
-CHUNK_ELEMENTS = 2 ** 22
+CHUNK_ELEMENTS = 2 ** 23
 
 
 @dataclass
@@ -55,10 +55,15 @@ def threshold(bin_index):
     return -1.0 + 2.0 * np.asarray(bin_index, dtype=np.float64) / BINS
 
 
-def score_bins(scores):
-    """The bin of each score (float64 arithmetic, so a score on a bin edge lands in that bin)."""
-    position = (scores.double().clamp(-1.0, 1.0) + 1.0) * (BINS / 2.0)
-    return position.floor().long().clamp(max=BINS - 1)
+def score_bins(scores, work=None):
+    """The bin of each score (int32), floor(score * BINS / 2) + BINS / 2: scaling by a power of two is
+    exact in floating point, so a score on a bin edge lands in that bin. ``work``: a
+    matching.Workspace to take the two tensors from."""
+    take = (lambda name, dtype: work.take(name, scores.shape, dtype)) if work else (
+        lambda name, dtype: torch.empty(scores.shape, dtype=dtype, device=scores.device))
+    position = torch.clamp(scores, -1.0, 1.0 - 2.0 ** -16, out=take("positions", scores.dtype))   # 1.0: last bin
+    position.mul_(BINS // 2).floor_().add_(BINS // 2)
+    return take("bins", torch.int32).copy_(position)
 
 
 def histogram(scores):
@@ -72,30 +77,26 @@ def pair_counts(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, device="cp
     q_feats [Nq, D], g_feats [Ng, D]: L2-normalised features; pids and camids as in metrics.evaluate.
     (metrics.evaluate(..., pairs=True) counts the same pairs from its own score chunks.)
     """
-    tensor = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-    q_feats, g_feats = tensor(q_feats, torch.float32), tensor(g_feats, torch.float32)
-    q_pids, q_camids = tensor(q_pids, torch.int64).ravel(), tensor(q_camids, torch.int64).ravel()
-    g_pids, g_camids = tensor(g_pids, torch.int64).ravel(), tensor(g_camids, torch.int64).ravel()
-    counts = no_pairs()
-    chunk = max(1, CHUNK_ELEMENTS // max(1, len(g_pids)))
-    for start in range(0, len(q_pids), chunk):
-        rows = slice(start, start + chunk)
-        add_pairs(counts, q_feats[rows] @ g_feats.T, *match_masks(q_pids[rows], q_camids[rows], g_pids, g_camids))
-    return counts
+    tally = torch.zeros(2, BINS, dtype=torch.int64, device=device)
+    for block, good, junk, work in matching.protocol_chunks(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids,
+                                                            CHUNK_ELEMENTS, device):
+        tally += chunk_pairs(score_bins(block, work), good, junk)
+    return counts_of(tally)
 
 
-def no_pairs():
-    """Empty histograms, for ``add_pairs`` to fill chunk by chunk."""
-    return PairCounts(np.zeros(BINS, np.int64), np.zeros(BINS, np.int64))
+def chunk_pairs(bins, good, junk):
+    """int64 [2, BINS]: the same-person and different-person pairs per bin of one chunk of scores.
+    ``bins`` [q, g]: score_bins of the chunk; ``good``, ``junk``: its matching.match_lists. Every pair
+    is counted once, then the few correct and junk pairs are taken back out of the different ones."""
+    every = torch.bincount(bins.ravel(), minlength=BINS)
+    same = torch.bincount(bins[good], minlength=BINS)
+    return torch.stack([same, every - same - torch.bincount(bins[junk], minlength=BINS)])
 
 
-def add_pairs(counts, scores, good, junk):
-    """Count one chunk of pairs into ``counts``: ``scores`` [q, g] with its ``good`` (same person, another
-    camera) and ``junk`` masks. One ``bincount`` over the chunk: the pair's kind picks a third of the bins."""
-    kind = torch.where(good, 0, torch.where(junk, 2, 1))   # same, different, junk (left out)
-    both = torch.bincount((score_bins(scores) + kind * BINS).ravel(), minlength=3 * BINS)[:2 * BINS].cpu().numpy()
-    counts.same += both[:BINS]
-    counts.different += both[BINS:]
+def counts_of(tally):
+    """The PairCounts of a [2, BINS] tally (a sum of chunk_pairs)."""
+    same, different = tally.cpu().numpy()
+    return PairCounts(same, different)
 
 
 def result_pair_counts(result, device="cpu"):

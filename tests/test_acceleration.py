@@ -41,3 +41,19 @@ def test_the_cpu_kernel_set_is_the_one_pytorch_dispatches_to():
         if name == "AVX2" and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
             continue   # a CPU without AVX2 stays at DEFAULT
         assert printed.stdout.strip() == f"{name} kernels"
+
+
+def test_on_cuda_turns_on_tf32_and_channels_last_and_kernel_set_says_so(monkeypatch):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    assert acceleration.on_cuda(net, torch.device("cpu")) is net          # the CPU: nothing changes
+    assert torch.backends.cuda.matmul.fp32_precision != "tf32" and not torch.backends.cudnn.benchmark
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    before = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    try:
+        assert acceleration.kernel_set(torch.device("cuda")) == "a GPU"
+        fast = acceleration.on_cuda(net, torch.device("cuda"))   # no GPU needed to set the flags and the layout
+        assert fast[0].weight.is_contiguous(memory_format=torch.channels_last) and torch.backends.cudnn.benchmark
+        assert acceleration.kernel_set(torch.device("cuda")) == "a GPU, TF32 matmul"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
+        torch.backends.cudnn.benchmark = False

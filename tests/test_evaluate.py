@@ -111,6 +111,35 @@ def test_equals_the_per_query_references(seed, monkeypatch):
     assert np.allclose(ours.cmc[:len(cmc)], cmc, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_equals_the_references_with_ties_everywhere_and_four_buckets(seed, monkeypatch):
+    """Features drawn from five vectors of +-0.25 and 0: every score is one of a few multiples of 1/16, exact
+    in any order of summation, so correct, junk and wrong matches tie within and across queries; with
+    four buckets most of them share a correct match's bucket."""
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 3000)
+    monkeypatch.setattr(metrics, "BUCKET_BITS", 2)
+    monkeypatch.setattr(metrics, "BUCKETS", 4)
+    rng = np.random.default_rng(seed)
+    palette = rng.choice(np.float32([-0.25, 0, 0.25]), size=(5, 16))   # length at most 1
+    problem = (palette[rng.integers(0, 5, 40)], rng.integers(1, 9, 40), rng.integers(1, 4, 40),
+               palette[rng.integers(0, 5, 300)], rng.integers(-1, 8, 300), rng.integers(1, 4, 300))
+    scores = problem[0] @ problem[3].T   # given scores take the other bucketing (re-ranking's)
+    for ap, reference_style in (("trapezoid", reference.layumi_style), ("standard", reference.torchreid_style)):
+        for ours, theirs in ((evaluate(*problem, ap=ap), reference_style(*problem)),
+                             (evaluate(None, *problem[1:3], None, *problem[4:], ap=ap, scores=scores),
+                              reference_style(*problem, scores=scores))):
+            assert ours.mAP == pytest.approx(theirs[1], abs=1e-6)
+            assert np.allclose(ours.cmc[:len(theirs[0])], theirs[0])
+
+
+def test_minus_zero_ties_with_zero():
+    """-0.0 == 0.0: a wrong match scoring -0.0 ranks before a correct one scoring 0.0, and the other way round."""
+    for wrong, good in ((-0.0, 0.0), (0.0, -0.0)):
+        scores = np.array([[wrong, good]], dtype=np.float32)
+        metrics_ = evaluate(None, [1], [1], None, np.array([2, 1]), np.array([2, 2]), scores=scores)
+        assert metrics_.first_correct.tolist() == [1]
+
+
 def test_multi_query_averages_same_person_and_camera():
     queries = np.eye(3, dtype=np.float32)
     multi = np.array([[0, 1, 0], [0, 0, 1], [0, 1, 0]], dtype=np.float32)
@@ -194,3 +223,10 @@ def test_stale_multi_query_file_is_refused(tmp_path, capsys):
     features.save_features(str(tmp_path / "multi.mat"), {"mquery_f": q_f, "mquery_label": q_p, "mquery_cam": q_c},
                         {"model_name": "old", "which_epoch": "10", "created": "yesterday", "run_id": "r0"})
     expect_error(["--mat", tmp_path / "result.mat", "--multi", tmp_path / "multi.mat"], capsys, "another test.py run")
+
+
+@pytest.mark.parametrize("g_pids", [np.array([], dtype=np.int64), np.array([-1, -1])])
+def test_a_gallery_without_a_kept_picture_leaves_every_query_without_a_match(g_pids):
+    q, g = one_hot_scores([0.5, 0.4])
+    result = evaluate(q, [1], [1], g[:len(g_pids)], g_pids, np.full(len(g_pids), 2))
+    assert result.num_valid == 0 and result.mAP == 0 and result.first_correct.tolist() == [-1]

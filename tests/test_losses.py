@@ -203,3 +203,27 @@ def test_every_loss_trains_under_float16_autocast_inputs():
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and features.grad is not None
     assert all(p.dtype == torch.float32 for p in metric.parameters())
+
+
+def test_a_training_step_of_the_optional_losses_reads_nothing_back_to_the_host(monkeypatch):
+    """On a GPU each read of a tensor (bool, item, int) waits for the queue: the triplet loss, SphereFace's
+    annealing and the --wa update must not read any, on any step."""
+    from reid.recipes import weight_average
+
+    net = torch.nn.Linear(4, 4)
+    average = weight_average(net, decay=0.9)
+    average.update_parameters(net)   # the first update reads the restored counter once
+    sphere = losses("sphere", classes=3, dim=4)
+    features, labels = torch.randn(6, 4, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def host_read(*args):
+        raise AssertionError("a tensor was read on the host")
+    for name in ("__bool__", "item", "__int__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    loss = metric_losses.batch_hard_triplet(features, labels) + sphere(features, labels)
+    loss = loss + metric_losses.batch_hard_triplet(features, torch.arange(6))   # no anchor has a positive
+    loss.backward()
+    average.update_parameters(net)
+    monkeypatch.undo()
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+    assert metric_losses.batch_hard_triplet(features, torch.arange(6)).item() == 0

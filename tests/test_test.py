@@ -41,6 +41,7 @@ def test_writes_layumis_mat_and_scores(workdir, prepared_market, capsys):
     assert set(raw["gallery_label"].ravel()) >= {-1, 0}
     assert np.allclose(np.linalg.norm(raw["gallery_f"], axis=1), 1, atol=1e-5)
     assert str(raw["model_name"][0]) == "toy" and str(raw["which_epoch"][0]) == "last"
+    assert str(raw["extracted_with"][0]).endswith("kernels")   # the arithmetic: TF32 on CUDA moves the digits
     assert re.search(r"^Rank@1:\d\.\d{6} Rank@5:\d\.\d{6} Rank@10:\d\.\d{6} mAP:\d\.\d{6}$", out, re.M)
     assert "Rank@1:" in (workdir / "model/toy/result.txt").read_text()
 
@@ -152,3 +153,28 @@ def test_bad_inputs(workdir, prepared_market, tmp_path, capsys):
     expect_error(["--name", "toy", "--test_dir", prepared_market, "--ms", "1,x"], capsys, "--ms")
     expect_error(["--name", "toy", "--test_dir", prepared_market, "--which_epoch", "best"], capsys, "--which_epoch")
     expect_error(["--name", "toy", "--test_dir", prepared_market, "--linear_num", "256"], capsys, "does not fit")
+
+
+def test_extraction_copies_to_the_cpu_in_few_large_pieces(tmp_path, monkeypatch):
+    """The ImageNet constants are made once per extraction, not per batch, and the features wait on the
+    device for rows_held rows before one copy: the same features whatever the grouping."""
+    class ColumnMeans(torch.nn.Module):
+        def features(self, x):
+            return x.mean(dim=(1, 2))
+
+    folder = tmp_path / "split" / "0001"
+    os.makedirs(folder)
+    rng = np.random.default_rng(1)
+    for index in range(7):
+        Image.fromarray(rng.integers(0, 255, size=(16, 8, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    dataset = extraction.pipeline.ResizedPictures(images.image_folder(str(tmp_path / "split")).samples, (16, 8))
+    made, copies = [], []
+    constants = extraction.pipeline.imagenet_constants
+    monkeypatch.setattr(extraction.pipeline, "imagenet_constants", lambda device: made.append(1) or constants(device))
+    each_batch = extraction.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2)
+    assert len(made) == 1
+    flush = extraction.flush
+    monkeypatch.setattr(extraction, "flush", lambda pending, *rest: copies.append(len(pending)) or flush(pending, *rest))
+    monkeypatch.setattr(extraction, "rows_held", lambda device: 5)   # as on CUDA, with a small FLUSH_ROWS
+    grouped = extraction.extract_features(ColumnMeans(), dataset, torch.device("cpu"), 2)
+    assert copies == [3, 1] and torch.equal(grouped, each_batch)   # batches of 2, 2, 2 | 1
