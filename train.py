@@ -198,14 +198,14 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
     """The epoch loop: train, step the schedule, validate, save, report."""
     for epoch in range(start, args.total_epoch):
         started = time.time()
-        utils.set_seed(utils.derived_seed(args.seed, epoch), deterministic=ctx.device.type == "cpu")
+        utils.set_seed(distributed.process_seed(args.seed, epoch, ctx.world), deterministic=ctx.device.type == "cpu")
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, epoch))
         ctx.warm = recipes.warm_schedule(args, epoch, len(loaders["train"]))
         lr = ctx.optimizer.param_groups[-1]["lr"]
         train_stats = run_epoch(net, loaders["train"], "train", ctx)
         ctx.scheduler.step()
         if not ctx.world.main:   # rank 0 validates, saves and reports; the others wait for it
-            distributed.barrier(ctx.world)
+            distributed.wait_for_main(ctx.world)
             continue
         val_stats = run_epoch(checkpoints.unwrap(net), loaders["val"], "val", ctx)
         unseen = validation.score_held_out(checkpoints.unwrap(net), ctx.held_out, ctx.device, args.batchsize,
@@ -214,7 +214,7 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
                         **{f"val_{k}": v for k, v in val_stats.items()}, **{f"unseen_{k}": v for k, v in unseen.items()}})
         warnings = divergence.check(history, args.warm_epoch, args.divergence == "stop")   # stops before saving
         checkpoints.save_checkpoints(run_dir, net, epoch + 1, args, history, ctx)
-        distributed.barrier(ctx.world)
+        distributed.wait_for_main(ctx.world)
         files.write_csv(os.path.join(run_dir, "summary.csv"), history)
         pictures.plot_training_curves(os.path.join(run_dir, "train.jpg"), history)
         validation.write_thresholds(run_dir, history, args.target_fpr)
@@ -237,7 +237,9 @@ def train_run(args, spec, device, world):
     """Data, network, run folder (rank 0 makes it), resume, the epochs; returns the run folder."""
     say = print if world.main else (lambda *a, **k: None)
     distributed.check_batch(world, args.batchsize, args.num_instances if args.sampler == "pk" else None)
-    train_set, val_set = training_sets(args, spec.input_size)
+    on_device = pipeline.uses_device_pipeline(args, device)
+    train_set, val_set = training_sets(args, spec.input_size, decoded_later=on_device)
+    cache = pipeline.decode_all(train_set.samples, spec.input_size, args.num_workers, device) if on_device else None
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
     ctx = training_context(args, net, device)
@@ -262,8 +264,6 @@ def train_run(args, spec, device, world):
     processes = f" x {world.size} process{'es' if world.size > 1 else ''}" if world.distributed else ""
     say(f"{args.backbone} on {device} ({opts['kernels']}){processes}: {len(train_set)} training pictures of "
         f"{len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
-    cache = pipeline.decode_all(train_set.samples, spec.input_size, args.num_workers, device) \
-        if pipeline.uses_device_pipeline(args, device) else None
     loaders = recipes.make_loaders(args, train_set, val_set, device, world, cache)
     fit(net, loaders, ctx, args, run_dir, start, history)
     if ctx.average is not None and world.main:   # BatchNorm statistics of the average: rank 0, every picture

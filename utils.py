@@ -153,11 +153,15 @@ def derived_seed(seed, *path):
     return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
 
 
-def seed_worker(worker_id):
-    """``DataLoader(worker_init_fn=seed_worker)``: each worker's NumPy/random seeds follow torch's."""
+def seed_worker(worker_id, rank=0):
+    """``DataLoader(worker_init_fn=seed_worker)``: each worker's NumPy/random seeds follow torch's. ``rank``
+    (``functools.partial(seed_worker, rank=R)``): a process of a distributed run other than rank 0 reseeds
+    torch first, since every rank's loader draws its workers' seeds from the generator they all share."""
     import numpy as np
     import torch
 
+    if rank:
+        torch.manual_seed(derived_seed(torch.initial_seed(), rank))
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

@@ -1,4 +1,4 @@
-"""Training throughput (images/s) of train.py's own step, on synthetic batches: no disk, no decoding.
+"""Training throughput (images/s) of train.py's own step, on synthetic batches already on the device.
 
 Usage:
     python benchmarks/train_speed.py                    # CPU: resnet18, mobilenet_v3 and resnet50
@@ -45,12 +45,10 @@ def measure(backbone, precision, device, batchsize, steps, channels_last=True, c
     if not channels_last:   # train.py uses channels_last on CUDA; this row measures what it gains
         net, ctx.memory_format = net.to(memory_format=torch.contiguous_format), torch.contiguous_format
     net = acceleration.compiled(net, compile, device)
-    images = torch.randn((steps + 2) * batchsize, 3, *spec.input_size)
-    labels = torch.randint(0, 751, ((steps + 2) * batchsize,))
-    dataset = torch.utils.data.TensorDataset(images, labels)
-    warm_up = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(2 * batchsize)), batchsize)
-    timed = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(2 * batchsize, len(dataset))),
-                                        batchsize)
+    # the batches wait on the device, in the step's layout, before the clock starts: only the step is timed
+    batches = [(torch.randn(batchsize, 3, *spec.input_size, device=device).to(memory_format=ctx.memory_format),
+                torch.randint(0, 751, (batchsize,), device=device)) for _ in range(steps + 2)]
+    warm_up, timed = batches[:2], batches[2:]
     train.run_epoch(net, warm_up, "train", ctx)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -5,7 +5,7 @@ import os
 import torch
 from torch import nn
 
-from reid import files, recipes, runs, validation
+from reid import distributed, files, recipes, runs, validation
 from utils import UserError
 
 
@@ -44,7 +44,8 @@ def restore(run_dir, net, ctx, args):
         return 0, []
     restart = f"start the run again (python train.py --name {os.path.basename(run_dir)} --overwrite, with its other flags)"
     again = "train a new --name (test.py still reads this run's net_*.pth), or start it again with --overwrite"
-    saved = files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py")
+    # rank 0 reads opts.yaml for every rank: it rewrites the file once resumed, and a late rank would read that
+    saved = distributed.from_main(ctx.world, lambda: files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py"))
     if saved.get("nclasses", args.nclasses) != args.nclasses:
         raise UserError(f"{run_dir} was trained on {saved['nclasses']} identities (--data_dir "
                         f"{saved.get('data_dir', '?')}), but the training folder given now holds {args.nclasses}",

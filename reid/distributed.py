@@ -17,7 +17,7 @@ this machine, as ``torchrun --standalone --nproc_per_node 2`` would (DataParalle
 import os
 from dataclasses import dataclass
 
-from utils import UserError
+from utils import UserError, derived_seed
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,13 @@ def backend_for(device):
 
 
 TIMEOUT_MINUTES = 60   # torch's 10: a slow held-out evaluation or file system on rank 0 would abort the job
+PATIENT_DAYS = 7       # wait_for_main: rank 0's validation and writes take what they take
+_GROUPS = {}           # the process group of wait_for_main, made by start
 
 
 def start(world, device, timeout_minutes=TIMEOUT_MINUTES):
     """Join the process group (on a GPU bound to ``device``, so that NCCL's barrier knows its GPU). Every
-    collective, barriers included, waits up to ``timeout_minutes`` for the other processes."""
+    collective waits up to ``timeout_minutes`` for the other processes, except wait_for_main."""
     import datetime
 
     import torch.distributed as dist
@@ -69,6 +71,37 @@ def start(world, device, timeout_minutes=TIMEOUT_MINUTES):
     if world.distributed and not dist.is_initialized():
         bound = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend_for(device), timeout=datetime.timedelta(minutes=timeout_minutes), **bound)
+        _GROUPS["patient"] = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=PATIENT_DAYS))
+
+
+def wait_for_main(world):
+    """The other ranks wait here while rank 0 validates, scores the held-out set and writes the epoch's
+    files; rank 0 joins when it is done. A barrier of a gloo group of its own whose timeout is PATIENT_DAYS:
+    no --dist_timeout fits every held-out set and file system, and if rank 0 dies the launcher (torchrun,
+    spawn) stops the others anyway."""
+    import torch.distributed as dist
+
+    if world.distributed:
+        dist.barrier(group=_GROUPS.get("patient"))
+
+
+def from_main(world, make):
+    """``make()`` run by rank 0 alone, its result (any picklable value) given to every rank: one decision,
+    where each rank reading a file that rank 0 is about to rewrite could decide otherwise."""
+    if not world.distributed:
+        return make()
+    import torch.distributed as dist
+
+    box = [make() if world.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def process_seed(seed, epoch, world):
+    """The seed of this process's own draws in ``epoch`` (dropout, per-picture augmentation): rank 0's is a
+    one-process run's, so torchrun with one process repeats ``python train.py``; each other rank's is its
+    own, so no two ranks drop the same units. The batches' order comes from a generator all ranks share."""
+    return derived_seed(seed, epoch) if world.rank == 0 else derived_seed(seed, epoch, world.rank)
 
 
 def stop(world):

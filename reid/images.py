@@ -115,9 +115,11 @@ def image_folder(folder, transform=None):
         raise UserError(f"{folder}: {err}", "rebuild it with prepare.py --force") from None
 
 
-def training_sets(args, size):
+def training_sets(args, size, decoded_later=False):
     """train.py's ImageFolder train (or train_all) and val sets, checked before any training: folders,
-    identities, batch size, pictures. ``args``: data_dir, train_all, color_jitter, erasing_p, batchsize."""
+    identities, batch size, pictures. ``args``: data_dir, train_all, color_jitter, erasing_p, batchsize.
+    ``decoded_later``: the device pipeline's decode_all reads every training picture at once and is their
+    check, so that they are not decoded twice at start-up; val's are checked here."""
     train_split = "train_all" if args.train_all else "train"
     train_set = image_folder(os.path.join(args.data_dir, train_split), image_transforms(
         size, train=True, color_jitter=args.color_jitter, erasing_p=args.erasing_p))
@@ -135,5 +137,5 @@ def training_sets(args, size):
     # val labels must be train's class indices even when val lacks an identity
     val_set.samples = [(path, train_set.class_to_idx[val_set.classes[t]]) for path, t in val_set.samples]
     val_set.targets = [t for _, t in val_set.samples]
-    check_images([path for path, _ in train_set.samples + val_set.samples])
+    check_images([path for path, _ in ([] if decoded_later else train_set.samples) + val_set.samples])
     return train_set, val_set

@@ -183,6 +183,46 @@ def chosen_losses(args):
     return [name for name in LOSSES if getattr(args, name, False)]
 
 
+class _GatherRows(torch.autograd.Function):
+    """Every rank's rows, concatenated in rank order; the gradient of a rank's own rows is the sum of
+    the gradients every rank's loss gives them (each rank computes the loss of the whole batch)."""
+
+    @staticmethod
+    def forward(ctx, rows):
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, rows.contiguous())
+        ctx.rank, ctx.count = dist.get_rank(), len(rows)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, gradient):
+        import torch.distributed as dist
+
+        gradient = gradient.contiguous().clone()
+        dist.all_reduce(gradient)
+        return gradient[ctx.rank * ctx.count:(ctx.rank + 1) * ctx.count]
+
+
+def whole_batch(features, labels):
+    """A training step of several processes (torchrun): the features and labels of the whole global batch,
+    so that the triplet, centre, instance and pair losses compare a picture with every other picture of
+    the batch, as one process does, not only with its rank's slice. Alone, or without gradients (rank 0's
+    validation), the inputs themselves.
+
+    The loss is then the same on every rank, and a rank's rows get the sum of every rank's gradient: once
+    DistributedDataParallel averages the parameters' gradients over the ranks, the step is one process's.
+    """
+    import torch.distributed as dist
+
+    if not (torch.is_grad_enabled() and dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features, labels
+    parts = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, labels.contiguous())
+    return _GatherRows.apply(features), torch.cat(parts)
+
+
 class MetricLosses(nn.Module):
     """The extra losses ``names`` (registry keys), summed with their weights; learned class centres live here.
 
@@ -197,7 +237,7 @@ class MetricLosses(nn.Module):
 
     def forward(self, features, labels):
         with torch.autocast(features.device.type, enabled=False):
-            features = features.float()
+            features, labels = whole_batch(features.float(), labels)
             return sum(self.weights[name] * term(features, labels) for name, term in self.terms.items())
 
     def parameter_groups(self, lr, center_lr):

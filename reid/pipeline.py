@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reid import distributed
-from reid.images import IMAGENET_MEAN, IMAGENET_STD, open_rgb
+from reid.images import IMAGENET_MEAN, IMAGENET_STD, check_images, open_rgb
 
 PAD = 10   # layumi's Pad(10) before the random crop
 ERASE_AREA, ERASE_RATIO, ERASE_ATTEMPTS = (0.02, 0.4), 0.3, 100   # random_erasing.RandomErasing's defaults
@@ -37,9 +37,14 @@ def uses_device_pipeline(args, device):
     return args.input_pipeline == "device"
 
 
+BROKEN = -1   # ResizedPictures' label for a picture that does not decode
+
+
 class ResizedPictures(torch.utils.data.Dataset):
     """(uint8 tensor 3 x H x W, label) of each (path, label): decoded and resized by PIL, bicubic, as the
-    per-picture pipeline's Resize does, so that both pipelines start from the same pixels."""
+    per-picture pipeline's Resize does, so that both pipelines start from the same pixels. A picture
+    that does not decode comes as zeros labelled BROKEN: an error raised in a DataLoader worker would
+    reach the main process as a traceback, so the reader names it (check_decoded)."""
 
     def __init__(self, samples, size):
         self.samples, self.size = list(samples), tuple(size)
@@ -52,8 +57,18 @@ class ResizedPictures(torch.utils.data.Dataset):
         from torchvision.transforms.functional import pil_to_tensor
 
         path, label = self.samples[index]
-        resized = open_rgb(path).resize((self.size[1], self.size[0]), Image.BICUBIC)
+        try:
+            resized = open_rgb(path).resize((self.size[1], self.size[0]), Image.BICUBIC)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return torch.zeros(3, *self.size, dtype=torch.uint8), BROKEN
         return pil_to_tensor(resized), label
+
+
+def check_decoded(labels, samples, first):
+    """The one-line error of the first BROKEN picture among a batch's ``labels`` (samples[first:...])."""
+    broken = (labels == BROKEN).nonzero()
+    if len(broken):
+        check_images([samples[first + int(broken[0])][0]])   # decodes it again, here, to say what is wrong
 
 
 def decode_all(samples, size, num_workers, device, desc="decoding"):
@@ -63,7 +78,8 @@ def decode_all(samples, size, num_workers, device, desc="decoding"):
     cache = torch.empty(len(samples), 3, *size, dtype=torch.uint8, device=device)
     done = 0
     with tqdm(total=len(samples), desc=desc, unit="img", leave=False) as bar:
-        for pictures, _ in loader:
+        for pictures, labels in loader:
+            check_decoded(labels, samples, done)
             cache[done:done + len(pictures)] = pictures.to(device)
             done += len(pictures)
             bar.update(len(pictures))

@@ -5,6 +5,7 @@ sampler, train.py's flags for the metric losses (``reid.losses.LOSSES``), the Bo
 K-1 positives (a random batch of 32 from 751 people has almost none), and uses every identity in
 every epoch.
 """
+import functools
 import warnings
 
 import torch
@@ -91,7 +92,8 @@ def make_loaders(args, train_set, val_set, device, world, cache=None):
     from reid import distributed, pipeline
 
     generator = torch.Generator()
-    common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=utils.seed_worker)
+    common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                  worker_init_fn=functools.partial(utils.seed_worker, rank=world.rank))   # augmentations per rank
     if args.sampler == "pk":
         batches = pk_sampler(train_set.targets, args.batchsize, args.num_instances, generator)
     else:

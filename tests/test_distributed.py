@@ -12,6 +12,7 @@ import yaml
 
 import test as stage4
 import train
+import utils
 from conftest import ROOT, run_cli
 from reid import distributed, recipes
 from reid.distributed import World
@@ -169,14 +170,20 @@ def test_the_process_group_waits_as_long_as_dist_timeout_says(monkeypatch, capsy
 
     import torch.distributed as dist
 
-    joined = []
+    joined, patient, waited = [], [], []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kwargs: joined.append(kwargs["timeout"]))
+    monkeypatch.setattr(dist, "new_group", lambda **kwargs: patient.append(kwargs) or "the patient group")
+    monkeypatch.setattr(dist, "barrier", lambda group=None: waited.append(group))
     world = World(0, 0, 2, launched=True)
     distributed.start(world, torch.device("cpu"))
     distributed.start(world, torch.device("cpu"), 5)
     assert joined == [datetime.timedelta(minutes=distributed.TIMEOUT_MINUTES), datetime.timedelta(minutes=5)]
     assert distributed.TIMEOUT_MINUTES > 10
+    # while rank 0 validates and writes, the others wait in a gloo group of their own that does not give up
+    assert patient[-1] == {"backend": "gloo", "timeout": datetime.timedelta(days=distributed.PATIENT_DAYS)}
+    distributed.wait_for_main(World(1, 1, 2, launched=True))
+    assert waited == ["the patient group"]
     assert train.build_parser().parse_args(["--dist_timeout", "90"]).dist_timeout == 90
     code, _, err = run_cli(train.main, ["--dist_timeout", "0"], capsys)
     assert code == 2 and "--dist_timeout must be a positive number" in err
@@ -209,3 +216,74 @@ def test_uneven_shards_are_gathered_in_order():
     assert [list(share) for share in shares] == [[0, 1], [2, 3], [4, 5, 6]]
     assert [list(share) for share in (distributed.shard(1, World(0, 0, 2)), distributed.shard(1, World(1, 1, 2)))] \
         == [[], [0]]
+
+
+PAIR_LOSSES = ("triplet", "center", "instance", "circle", "contrast", "lifted")
+
+
+def metric_step(features_in, labels, world):
+    """One step of a linear feature layer under the batch losses: (loss, the layer's averaged gradient)."""
+    from reid.losses import LossSettings, MetricLosses
+
+    torch.manual_seed(0)   # the same layer and class centres in every process
+    layer, metric = torch.nn.Linear(6, 4), MetricLosses(PAIR_LOSSES, LossSettings(), 4, 4)
+    mine = distributed.rank_share(len(labels), world)
+    loss = metric(layer(features_in[mine]), labels[mine])
+    loss.backward()
+    gradient = torch.cat([layer.weight.grad.ravel(), layer.bias.grad])
+    if world.distributed:   # as DistributedDataParallel averages the network's gradients
+        torch.distributed.all_reduce(gradient)
+        gradient /= world.size
+    return loss.detach(), gradient
+
+
+def _two_process_metric_step(rank, port, folder):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(1)
+    features_in, labels = torch.randn(8, 6), torch.arange(4).repeat_interleave(2)   # P x K = 4 x 2
+    torch.save(metric_step(features_in, labels, World(rank, rank, 2, launched=True)), os.path.join(folder, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_take_the_batch_losses_over_the_whole_batch(tmp_path):
+    """Each of 2 gloo processes holds 2 of a batch's 4 identities: the triplet, centre, instance and pair
+    losses see all 4 (an all-gather that passes gradients back), so the loss and the averaged gradient
+    are one process's on the whole batch."""
+    torch.multiprocessing.spawn(_two_process_metric_step, args=(distributed.free_port(), str(tmp_path)), nprocs=2)
+    torch.manual_seed(1)
+    features_in, labels = torch.randn(8, 6), torch.arange(4).repeat_interleave(2)
+    loss, gradient = metric_step(features_in, labels, World())
+    for rank in range(2):
+        their_loss, their_gradient = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        assert torch.allclose(their_loss, loss, atol=1e-5) and torch.allclose(their_gradient, gradient, atol=1e-5)
+
+
+def test_rank_0_decides_for_every_rank_on_resume(monkeypatch):
+    """opts.yaml is read by rank 0 alone and its content broadcast: rank 0 rewrites the file once resumed."""
+    import torch.distributed as dist
+
+    def broadcast(box, src):
+        box[0] = {"total_epoch": 60, "read by": "rank 0"}
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+    read = []
+    decided = distributed.from_main(World(1, 1, 2, launched=True), lambda: read.append(1) or {"read by": "rank 1"})
+    assert decided["read by"] == "rank 0" and not read
+    assert distributed.from_main(World(), lambda: "alone") == "alone"
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_rank_0_a_single_process_ones():
+    def mask(seed):
+        torch.manual_seed(seed)
+        return torch.nn.functional.dropout(torch.ones(64), 0.5)
+    seeds = [distributed.process_seed(3, 7, World(rank, rank, 2, launched=True)) for rank in range(2)]
+    assert seeds[0] == distributed.process_seed(3, 7, World()) == utils.derived_seed(3, 7)
+    assert not torch.equal(mask(seeds[0]), mask(seeds[1]))
+    torch.manual_seed(5)   # the base seed a DataLoader hands every rank's worker 0 alike
+    utils.seed_worker(0)
+    rank0 = torch.initial_seed()
+    torch.manual_seed(5)
+    utils.seed_worker(0, rank=1)
+    assert torch.initial_seed() != rank0 and rank0 == 5

@@ -168,3 +168,26 @@ def test_a_picture_beyond_pils_safe_size_is_one_line(tmp_path, monkeypatch):
         check_images([str(path)])
     assert "64 x 128 pixels, more than PIL decodes safely" in caught.value.what and "shrink it" in caught.value.fix
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_the_device_pipeline_decodes_each_training_picture_once_and_names_a_broken_one(tmp_path, monkeypatch):
+    """With decoded_later the training pictures are not checked beforehand: decode_all reads them once and
+    stops at a broken one with the same one line as the check (here, from its DataLoader worker)."""
+    from argparse import Namespace
+
+    from reid import images
+
+    for split in ("train", "val"):
+        for pid in ("0001", "0002"):
+            os.makedirs(tmp_path / split / pid)
+            Image.new("RGB", (8, 16), (40, 90, 200)).save(tmp_path / split / pid / f"{pid}_c1s1_000001_00.jpg")
+    checked = []
+    check = images.check_images
+    monkeypatch.setattr(images, "check_images", lambda paths: checked.extend(paths) or check(paths))
+    args = Namespace(data_dir=str(tmp_path), train_all=False, color_jitter=False, erasing_p=0, batchsize=2)
+    train_set, _ = images.training_sets(args, (16, 8), decoded_later=True)
+    assert checked and all("/val/" in path for path in checked)
+    assert pipeline.decode_all(train_set.samples, (16, 8), 1, torch.device("cpu")).shape == (2, 3, 16, 8)
+    (tmp_path / "train" / "0002" / "0002_c1s1_000001_00.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="0002_c1s1_000001_00.jpg"):
+        pipeline.decode_all(train_set.samples, (16, 8), 1, torch.device("cpu"))
