@@ -6,9 +6,10 @@ The design keeps a distributed run the same experiment as a one-process run:
     (seeded from (--seed, epoch), so --resume repeats an epoch exactly) and keeps its own slice, so
     DistributedDataParallel's averaged gradient is the gradient of the whole batch and the learning
     rate needs no rescaling;
-  * a P x K batch is sliced by whole identities, so every rank still sees K pictures of each of its
-    P / N identities (the triplet and centre losses need them);
-  * rank 0 alone writes the run folder, prints and draws the progress bars.
+  * the batch losses (triplet, centre, instance, pairs) gather the whole batch's features
+    (losses.whole_batch), so they compare every picture with every other, as one process does;
+  * each rank draws its own dropout masks and augmentations (process_seed), rank 0 a one-process run's;
+  * rank 0 alone writes the run folder, prints and draws the progress bars, and decides on --resume.
 The one difference from a single process: BatchNorm statistics are per rank unless --sync_bn.
 
 ``--gpu_ids 0,1`` without torchrun starts the same path: ``spawn`` runs one process per listed GPU on
