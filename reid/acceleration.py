@@ -12,6 +12,8 @@ def add_arguments(p):
     """train.py's flags for precision, compilation, several processes and the input pipeline."""
     p.add_argument("--fp16", action="store_true", help="CUDA: float16 autocast with a gradient scaler")
     p.add_argument("--bf16", action="store_true", help="CUDA: bfloat16 autocast")
+    p.add_argument("--FSGD", action="store_true", help="fused SGD (layumi's flag): each parameter group's update in "
+                   "one kernel, PyTorch's own (no apex); the same steps to float32 rounding")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back, with a note, "
                    "where it cannot run)")
     p.add_argument("--sync_bn", action="store_true", help="several GPU processes: BatchNorm statistics over the "

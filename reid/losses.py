@@ -117,6 +117,27 @@ class SphereFace(nn.Module):
         return F.cross_entropy(logits * features.norm(dim=1, keepdim=True), labels)
 
 
+class VerificationLoss(nn.Module):
+    """The verification loss of Zheng et al. (TOMM 2017, "A discriminatively learned CNN embedding for
+    person re-identification"): for every pair of pictures in the batch, a linear classifier on the square
+    of their features' difference says "same person" or not (2-way softmax, cross-entropy), trained with
+    the identity loss. A batch holds far fewer same-person pairs than different ones, and the paper trains
+    on as many of each: the loss is the mean over same-person pairs and the mean over different-person
+    pairs, averaged (a kind the batch lacks counts 0)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.classifier = nn.Linear(dim, 2)
+
+    def forward(self, features, labels):
+        first, second = torch.triu_indices(len(labels), len(labels), offset=1, device=labels.device)
+        same = labels[first] == labels[second]
+        losses = F.cross_entropy(self.classifier((features[first] - features[second]).pow(2)), same.long(),
+                                 reduction="none")
+        mean = lambda kind: (losses * kind).sum() / kind.sum().clamp(min=1)  # noqa: E731
+        return (mean(same) + mean(~same)) / 2
+
+
 def _library_loss(class_name, with_centres=False, mean_over_pairs=False, **library_settings):
     """A builder for one of pytorch-metric-learning's losses (imported only when chosen)."""
     def build(num_classes, dim, settings):   # the library's settings are fixed: ``settings`` is unused
@@ -171,6 +192,10 @@ LOSSES = {   # layumi's flag names; settings are the papers' (or layumi's where 
     "lifted": MetricLoss("generalised lifted structure loss on L2-normalised features, negative margin 1, "
                          "mean over anchors (Hermans et al. 2017)",
                          _library_loss("GeneralizedLiftedStructureLoss", neg_margin=1, pos_margin=0), needs_pairs=True),
+    "verif": MetricLoss("verification loss: a same/different classifier on the squared difference of two "
+                        "pictures' features, over every pair in the batch, same and different pairs weighted "
+                        "equally (Zheng et al. 2017)", lambda classes, dim, settings: VerificationLoss(dim),
+                        needs_pairs=True),
     "instance": MetricLoss("instance loss: each picture is its own class among the batch, scale --ins_gamma "
                            "(Zheng et al. 2020)", lambda classes, dim, settings: InstanceLoss(settings.ins_gamma, False)),
     "instance_id": MetricLoss("instance loss with each identity's pictures averaged into one class, scale --ins_gamma",

@@ -222,7 +222,12 @@ def build_optimizer(net, args, metric=None):
     groups = [{"params": backbone, "lr": backbone_lr}, {"params": head, "lr": args.lr}]
     if metric is not None:   # first, so that param_groups[-1] stays the head (its lr is the one printed)
         groups = metric.parameter_groups(args.lr, args.center_lr) + groups
-    optimizer = torch.optim.SGD(groups, weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
+    settings = dict(weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
+    try:
+        optimizer = torch.optim.SGD(groups, **settings, fused=True if getattr(args, "FSGD", False) else None)
+    except (RuntimeError, ValueError) as err:   # a torch or device without the fused kernel
+        print(f"note: --FSGD cannot run here ({str(err).splitlines()[0]}); training with the plain SGD")
+        optimizer = torch.optim.SGD(groups, **settings)
     return optimizer, build_scheduler(optimizer, args)
 
 

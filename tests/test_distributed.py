@@ -218,7 +218,7 @@ def test_uneven_shards_are_gathered_in_order():
         == [[], [0]]
 
 
-PAIR_LOSSES = ("triplet", "center", "instance", "circle", "contrast", "lifted")
+PAIR_LOSSES = ("triplet", "center", "instance", "circle", "contrast", "lifted", "verif")
 
 
 def metric_step(features_in, labels, world):

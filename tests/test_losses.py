@@ -227,3 +227,35 @@ def test_a_training_step_of_the_optional_losses_reads_nothing_back_to_the_host(m
     monkeypatch.undo()
     assert features.grad is not None and torch.isfinite(features.grad).all()
     assert metric_losses.batch_hard_triplet(features, torch.arange(6)).item() == 0
+
+
+def test_verification_loss_by_hand():
+    """Three pictures of persons 0, 0, 1 in one dimension: one same-person pair, two different ones. The
+    classifier's logits are (0, d) for the squared difference d: p(same) = sigmoid(d)... for the same pair
+    the target is class 1, for different pairs class 0."""
+    metric = losses("verif", classes=2, dim=1)
+    classifier = metric.terms["verif"].classifier
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[0.0], [1.0]]))
+        classifier.bias.zero_()
+    features, labels = torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([0, 0, 1])
+    ce = lambda d, target: -math.log(math.exp([0, d][target]) / (1 + math.exp(d)))  # noqa: E731
+    same = ce(1.0, 1)                                 # (0 - 1)^2
+    different = (ce(9.0, 0) + ce(4.0, 0)) / 2         # (0 - 3)^2 and (1 - 3)^2
+    assert metric(features, labels).item() == pytest.approx((same + different) / 2, rel=1e-5)
+    assert any(group for group in metric.parameter_groups(0.1, 0.5) if classifier.weight in group["params"])
+
+
+def test_fsgd_takes_the_plain_steps_fused():
+    steps = []
+    for fused in (False, True):
+        torch.manual_seed(0)   # the same layer and inputs for both
+        net = torch.nn.Linear(4, 3)
+        optimizer, _ = train.recipes.build_optimizer(net, options(lr=0.1, no_pretrained=True, FSGD=fused))
+        assert bool(optimizer.defaults.get("fused")) is fused
+        for _ in range(3):
+            optimizer.zero_grad()
+            net(torch.randn(5, 4)).square().sum().backward()
+            optimizer.step()
+        steps.append(torch.cat([p.detach().ravel() for p in net.parameters()]))
+    assert torch.allclose(steps[0], steps[1], atol=1e-6)

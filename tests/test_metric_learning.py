@@ -88,7 +88,7 @@ def test_every_loss_at_once_trains_resumes_and_is_tested(prepared_market, tmp_pa
     everything = [f"--{name}" for name in metric_learning.LOSSES]
     # all the losses at once on six people: the validation loss runs wild (it is a code path, not a recipe)
     common = ["--data_dir", str(prepared_market), *FAST, "--sampler", "pk", "--num_instances", "2",
-              "--linear_num", "64", "--total_epoch", "2", "--divergence", "warn", *everything]
+              "--linear_num", "64", "--total_epoch", "2", "--divergence", "warn", "--FSGD", *everything]
     whole = torch.load(tmp_path / train.main(common + ["--name", "whole"]) / "state_last.pth", weights_only=True)
     real_run_epoch, calls = train.run_epoch, []
 
@@ -102,7 +102,8 @@ def test_every_loss_at_once_trains_resumes_and_is_tested(prepared_market, tmp_pa
     with pytest.raises(SystemExit):   # cli_main turns the interruption into exit code 130
         train.main(common + ["--name", "cut"])
     first = torch.load(tmp_path / "model/cut/state_last.pth", weights_only=True)["metric"]
-    assert {"terms.arcface.W", "terms.cosface.W", "terms.sphere.W", "terms.center.centers"} <= first.keys()
+    assert {"terms.arcface.W", "terms.cosface.W", "terms.sphere.W", "terms.center.centers",
+            "terms.verif.classifier.weight"} <= first.keys()
     with open(tmp_path / "model/cut/opts.yaml") as handle:
         assert first["terms.arcface.W"].shape == (64, yaml.safe_load(handle)["nclasses"])
     monkeypatch.setattr(train, "run_epoch", real_run_epoch)
