@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, checkpoints, distributed, divergence, files, pictures, pipeline, recipes, runs, validation
+from reid import acceleration, attacks, checkpoints, distributed, divergence, files, pictures, pipeline, recipes, runs, validation
 from reid.images import training_sets
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError  # noqa: F401  (callers and tests catch train.UserError)
@@ -123,6 +123,7 @@ def run_epoch(net, loader, phase, ctx):
             labels = labels.to(ctx.device, non_blocking=True)
             with ctx.autocast():
                 loss, scores = loss_and_scores(net(images), labels, ctx.criterion, ctx.metric)
+                loss = loss + ctx.adversarial(net, images, labels, step)   # --adv only; else 0
             if training:
                 ctx.optimizer.zero_grad(set_to_none=True)
                 ctx.scaler.scale(loss * ctx.warm(step)).backward()
@@ -171,6 +172,7 @@ class TrainingContext:
     world: distributed.World = distributed.World()   # this process's rank among torchrun's processes
     held_out: Optional[validation.HeldOut] = None     # the unseen identities (prepare.py --val_ids), or None
     read_every: int = 1                     # steps between reads of the running loss (a read waits for a GPU)
+    adversarial: Callable = lambda net, images, labels, step: 0   # --adv: attacks.adversarial_term
 
 
 def training_context(args, net, device):
@@ -185,8 +187,9 @@ def training_context(args, net, device):
         dim = models.get_backbone(args.backbone).feature_dim(0 if args.bnneck else args.linear_num)
         metric = MetricLosses(recipes.chosen_losses(args), LossSettings.from_args(args), args.nclasses, dim).to(device)
     optimizer, scheduler = recipes.build_optimizer(net, args, metric)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     return TrainingContext(
-        device=device, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), metric=metric,
+        device=device, criterion=criterion, metric=metric, adversarial=attacks.adversarial_term(args.adv, args.aiter, criterion),
         optimizer=optimizer, scheduler=scheduler, batchsize=args.batchsize,
         average=recipes.weight_average(net, args.wa_decay) if args.wa else None,
         scaler=torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),

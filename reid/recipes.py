@@ -71,6 +71,7 @@ RANGES = {   # train.py flag: (is the value possible?, what it must be)
     "weight_decay": (lambda v: v >= 0, "at least 0"), "warm_epoch": (lambda v: v >= 0, "at least 0"),
     "erasing_p": (lambda v: 0 <= v <= 1, "within [0, 1]"), "droprate": (lambda v: 0 <= v < 1, "within [0, 1)"),
     "wa_decay": (lambda v: 0 < v < 1, "within (0, 1)"), "target_fpr": (lambda v: 0 < v < 1, "within (0, 1)"),
+    "adv": (lambda v: v >= 0, "at least 0"), "aiter": (lambda v: v >= 1, "at least 1"),
 }
 
 
@@ -178,6 +179,9 @@ def add_arguments(p):
     losses.add_argument("--ins_gamma", type=float, default=32, help="--instance/--instance_id: scale of the cosines")
     losses.add_argument("--center_weight", type=float, default=5e-4, help="--center: weight of the centre loss (BoT's)")
     losses.add_argument("--center_lr", type=float, default=0.5, help="--center: learning rate of the centres (BoT's)")
+    p.add_argument("--adv", type=float, default=0.0, help="adversarial training (layumi's flag): the weight R of the "
+                   "cross-entropy of the batch's ODFA copies (reid/attacks.py, Wang et al. 2022); 0 = off")
+    p.add_argument("--aiter", type=int, default=10, help="--adv: add the adversarial term every N-th step")
     p.add_argument("--wa", action="store_true",
                    help="also keep an exponential moving average of the weights, saved as net_average.pth")
     p.add_argument("--wa_decay", type=float, default=0.998, help="--wa: decay per training step")
