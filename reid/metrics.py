@@ -37,32 +37,37 @@ class Metrics:
         return float(self.cmc[k - 1]) if k <= len(self.cmc) else float(self.cmc[-1])
 
 
-BUCKET_BITS = 12   # the ranking's histogram has 4096 buckets per query
-BUCKETS = 2 ** BUCKET_BITS
+BUCKET_BITS = 12   # the ranking's histogram has up to 4096 buckets per query
 
 
-def bins_as_buckets(bins):
-    """A chunk's verification bins (overwritten) as at most BUCKETS buckets: shifted to start at 0 and
-    merged by a power of two, just enough to fit, so that a narrow spread of scores still fills them."""
+def bucket_count(n_gallery):
+    """Buckets per query for a gallery of ``n_gallery``: 4096, or fewer for a small gallery, so that the
+    histograms never hold more entries than the scores (a power of two: bins_as_buckets shifts to it)."""
+    return 1 << min(BUCKET_BITS, max(1, int(n_gallery).bit_length()))
+
+
+def bins_as_buckets(bins, count):
+    """A chunk's verification bins (overwritten) as at most ``count`` buckets (a power of two): shifted to
+    start at 0 and merged by a power of two, just enough to fit, so that a narrow spread still fills them."""
     if not bins.numel():   # a gallery of junk alone
         return bins
     low, high = (int(value) for value in torch.aminmax(bins))
-    return bins.sub_(low).bitwise_right_shift_(max(0, (high - low).bit_length() - BUCKET_BITS))
+    return bins.sub_(low).bitwise_right_shift_(max(0, (high - low).bit_length() - (count.bit_length() - 1)))
 
 
-def score_buckets(scores):
-    """BUCKETS monotone buckets of any scores (re-ranking's are not cosines): their range, cut evenly."""
+def score_buckets(scores, count):
+    """``count`` monotone buckets of any scores (re-ranking's are not cosines): their range, cut evenly."""
     if not scores.numel():
         return scores.long()
     low = scores.min()
-    scale = (BUCKETS - 1) / max(float(scores.max() - low), 1e-30)   # equal scores: one bucket
+    scale = (count - 1) / max(float(scores.max() - low), 1e-30)   # equal scores: one bucket
     return ((scores - low) * scale).long()
 
 
-def correct_match_ranks(scores, buckets, good, junk, work=None):
+def correct_match_ranks(scores, buckets, width, good, junk, work=None):
     """For one chunk of queries: the 0-based ranks of their correct matches once junk is removed.
 
-    ``scores`` [q, g] float32, higher is better; ``buckets`` [q, g] integers in [0, BUCKETS), never
+    ``scores`` [q, g] float32, higher is better; ``buckets`` [q, g] integers in [0, width), never
     inverting two scores (overwritten); ``good``, ``junk``: the chunk's matching.match_lists; ``work``:
     its Workspace. Returns ``(ranks, n_good)``: ``ranks`` is (q, max correct) in ascending order,
     padded with 0 past ``n_good`` per row. A wrong match whose score equals a correct match's ranks
@@ -76,7 +81,6 @@ def correct_match_ranks(scores, buckets, good, junk, work=None):
     most = int(n_good.max()) if n_queries else 0
     if most == 0:
         return torch.zeros(n_queries, 0, dtype=torch.int64, device=scores.device), n_good
-    width = BUCKETS
     keys = buckets.add_(torch.arange(0, n_queries * width, width, dtype=buckets.dtype, device=scores.device)[:, None])
     keys, flat_scores = keys.ravel(), scores.ravel()
     not_wrong = torch.cat([good[0] * n_gallery + good[1], junk[0] * n_gallery + junk[1]])   # flat positions
@@ -160,14 +164,15 @@ def evaluate(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids, ap="trapezoid
     aps, firsts, inps, valids = [], [], [], []
     for block, good, junk, work in matching.protocol_chunks(q_feats, q_pids, q_camids, g_feats, g_pids, g_camids,
                                                             CHUNK_ELEMENTS, device, scores, same_camera_junk):
+        count = bucket_count(block.shape[1])
         if scores is None:   # cosines: the ranking's buckets are the verification bins, merged
             bins = verification.score_bins(block, work)
             if tally is not None:
                 tally += verification.chunk_pairs(bins, good, junk)
-            buckets = bins_as_buckets(bins)
+            buckets = bins_as_buckets(bins, count)
         else:
-            buckets = score_buckets(block)
-        ranks, n_good = correct_match_ranks(block, buckets, good, junk, work)
+            buckets = score_buckets(block, count)
+        ranks, n_good = correct_match_ranks(block, buckets, count, good, junk, work)
         valid = n_good > 0
         aps.append(average_precision(ranks, n_good, ap))
         last = ranks.gather(1, (n_good - 1).clamp(min=0)[:, None])[:, 0] if ranks.shape[1] else n_good

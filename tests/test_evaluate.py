@@ -118,7 +118,6 @@ def test_equals_the_references_with_ties_everywhere_and_four_buckets(seed, monke
     four buckets most of them share a correct match's bucket."""
     monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 3000)
     monkeypatch.setattr(metrics, "BUCKET_BITS", 2)
-    monkeypatch.setattr(metrics, "BUCKETS", 4)
     rng = np.random.default_rng(seed)
     palette = rng.choice(np.float32([-0.25, 0, 0.25]), size=(5, 16))   # length at most 1
     problem = (palette[rng.integers(0, 5, 40)], rng.integers(1, 9, 40), rng.integers(1, 4, 40),
@@ -230,3 +229,8 @@ def test_a_gallery_without_a_kept_picture_leaves_every_query_without_a_match(g_p
     q, g = one_hot_scores([0.5, 0.4])
     result = evaluate(q, [1], [1], g[:len(g_pids)], g_pids, np.full(len(g_pids), 2))
     assert result.num_valid == 0 and result.mAP == 0 and result.first_correct.tolist() == [-1]
+
+
+def test_a_small_gallery_gets_few_buckets():
+    """The per-query histograms never outgrow the scores: a 40-picture gallery gets 64 buckets, not 4,096."""
+    assert [metrics.bucket_count(n) for n in (0, 1, 40, 3000, 19732, 82161)] == [2, 2, 64, 4096, 4096, 4096]
