@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from reid.files import check_saved_kinds, load_yaml
-from reid.networks import PCB, ClassBlock, DenseNetReID, ReIDNet, ResNetReID  # noqa: F401  (course code imports them from here)
+from reid.networks import PCB, ClassBlock, DenseNetReID, ReIDNet, ResNetReID, ResNetUSAM  # noqa: F401  (course code imports them from here)
 from reid.pretrained import require_url_weights, resnet50_ibn_a, timm_backbone, torchvision_backbone
 from reid.runs import checkpoint_path, load_weights
 from utils import UserError
@@ -57,7 +57,7 @@ class Backbone:
         return linear_num if linear_num > 0 else self.pooled_dim
 
 
-def _resnet(builder, weights_name, ibn=False):
+def _resnet(builder, weights_name, ibn=False, usam=False):
     def build(pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle):
         from torchvision import models
 
@@ -66,7 +66,7 @@ def _resnet(builder, weights_name, ibn=False):
         trunk.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         if stride == 1:
             set_last_stride_one(trunk)
-        return ResNetReID(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
+        return (ResNetUSAM if usam else ResNetReID)(trunk, pooled_dim, num_classes, droprate, linear_num, circle)
     return build
 
 
@@ -130,6 +130,8 @@ BACKBONES = {spec.name: spec for spec in [
              supports_stride=True),
     Backbone("resnet50_ibn", _resnet(None, None, ibn=True), (256, 128), 2048, legacy_flag="ibn",
              supports_stride=True),
+    Backbone("resnet50_usam", _resnet(lambda m: m.resnet50, "ResNet50_Weights", usam=True), (256, 128), 2048,
+             legacy_flag="usam", supports_stride=True),
     Backbone("densenet121", _densenet, (256, 128), 1024, legacy_flag="use_dense", supports_stride=True),
     Backbone("pcb", _pcb, (384, 192), 2048, legacy_flag="PCB", parts=PCB.parts),
     Backbone("swin", _timm("swin_base_patch4_window7_224"), (224, 224), 1024, legacy_flag="use_swin",

@@ -106,6 +106,40 @@ class ResNetReID(ReIDNet):
         return torch.flatten(m.avgpool(x), 1)
 
 
+class USAM(nn.Module):
+    """The parameter-free spatial attention of layumi's ``--usam``: the channels are summed into one map,
+    each position's contrast with its 3x3 neighbourhood (9 x itself minus the 3x3 sum) goes through a
+    BatchNorm and a ReLU, and scales the input: ``x + attention * x``. The border gets no attention
+    (layumi's ``polish``). The two fixed kernels are frozen parameters, as in layumi's module, so that
+    its checkpoints load."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, 1, 3, 3), requires_grad=False)    # the 3x3 sum
+        self.weight2 = nn.Parameter(torch.full((1, 1, 1, 1), 9.0), requires_grad=False)   # 9 x itself
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x):
+        summed = x.sum(1, keepdim=True)
+        contrast = nn.functional.conv2d(summed, self.weight2) - nn.functional.conv2d(summed, self.weight, padding=1)
+        attention = nn.functional.pad(torch.relu(self.bn(contrast))[:, :, 1:-1, 1:-1], (1, 1, 1, 1))
+        return x + attention * x
+
+
+class ResNetUSAM(ResNetReID):
+    """layumi's ``ft_net`` with ``--usam``: USAM after the stem (before its max-pool) and after layer1."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.usam_1, self.usam_2 = USAM(), USAM()
+
+    def pool(self, x):
+        m = self.model
+        x = m.maxpool(self.usam_1(m.relu(m.bn1(m.conv1(x)))))
+        x = m.layer4(m.layer3(m.layer2(self.usam_2(m.layer1(x)))))
+        return torch.flatten(m.avgpool(x), 1)
+
+
 class DenseNetReID(ReIDNet):
     """torchvision DenseNet-121 (layumi's ``ft_net_dense``): pooled straight after ``norm5``."""
 

@@ -121,3 +121,20 @@ def test_offline_pretrained_fails_at_once_in_one_line(name, monkeypatch, tmp_pat
 def test_ft_net_keeps_layumis_name():
     net = model.ft_net(class_num=10, pretrained=False)
     assert isinstance(net, model.ResNetReID) and net.classifier.classifier[0].out_features == 10
+
+
+def test_usam_by_hand_and_in_the_network():
+    """One bright position: its contrast with the 3x3 neighbourhood, 9 x 2 - 2 = 16, through an untrained
+    BatchNorm (eval: x / sqrt(1 + eps)) and a ReLU, scales it; its neighbours' contrast is negative."""
+    from reid.networks import USAM
+
+    usam = USAM().eval()
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, :, 1, 1] = 1
+    out = usam(x)
+    assert torch.allclose(out[0, :, 1, 1], torch.full((2,), 1 + 16 / (1 + 1e-5) ** 0.5))
+    assert torch.equal(out[0, :, 2, 2], torch.zeros(2)) and out.shape == x.shape
+    net = model.build_model("resnet50_usam", 5, pretrained=False).eval()
+    assert {"usam_1.weight", "usam_1.weight2", "usam_2.bn.running_mean"} <= set(net.state_dict())   # layumi's keys
+    assert net(torch.randn(2, 3, 64, 32)).shape == (2, 5)
+    assert model.LEGACY_FLAGS["usam"] == "resnet50_usam"
