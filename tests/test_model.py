@@ -1,7 +1,10 @@
 """model.py: the registry builds every backbone; layumi's checkpoints load; the head is layumi's."""
+import os
+
 import huggingface_hub
 import pytest
 import torch
+import yaml
 from torchvision import models as tv_models
 
 import model
@@ -138,3 +141,19 @@ def test_usam_by_hand_and_in_the_network():
     assert {"usam_1.weight", "usam_1.weight2", "usam_2.bn.running_mean"} <= set(net.state_dict())   # layumi's keys
     assert net(torch.randn(2, 3, 64, 32)).shape == (2, 5)
     assert model.LEGACY_FLAGS["usam"] == "resnet50_usam"
+
+
+def test_usam_trains_an_epoch_and_test_reads_the_run(prepared_market, tmp_path, monkeypatch, capsys):
+    import test as stage4
+    import train
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = train.main(["--data_dir", str(prepared_market), "--gpu_ids", "-1", "--usam", "--no_pretrained",
+                          "--batchsize", "8", "--num_workers", "0", "--total_epoch", "1", "--name", "usam"])
+    with open(os.path.join(run_dir, "opts.yaml")) as handle:
+        saved = yaml.safe_load(handle)
+    assert saved["backbone"] == "resnet50_usam" and saved["usam"] is True
+    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "usam", "--test_dir", str(prepared_market),
+                                           "--num_workers", "0", "--batchsize", "16"], capsys)
+    assert code == 0 and "Rank@1:" in out, err
