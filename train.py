@@ -21,7 +21,6 @@ Every file is written under a temporary name and renamed, so a crash never leave
 A correct run prints, per epoch, a progress bar for each phase and a line like:
     epoch 15/15  train loss 0.513 acc 0.828  val loss 0.497 acc 0.822  unseen Rank@1 0.815 mAP 0.816  lr 0.0020  18.2 s
 """
-import math
 import os
 import sys
 import time
@@ -136,21 +135,12 @@ def run_epoch(net, loader, phase, ctx):
             seen += len(labels)
             bar.update(len(labels))
             if (step + 1) % ctx.read_every == 0 or step + 1 == len(loader):
-                read_sums(sums, seen, bar, training, step + 1, ctx.read_every)
+                divergence.show_running(sums, seen, bar, training, step + 1, ctx.read_every)
     bar.close()
     total_loss, correct = sums.tolist()
     if training:   # every rank trained on its slice: the epoch's figures are over all of them
         total_loss, correct, seen = distributed.reduce_sums(ctx.world, total_loss, correct, seen)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "seconds": time.time() - started}
-
-
-def read_sums(sums, seen, bar, training, steps, read_every):
-    """Show the running loss and accuracy; a non-finite training loss stops the run (nothing of it is saved)."""
-    total_loss, correct = sums.tolist()
-    if training and not math.isfinite(total_loss):
-        bar.close()   # so that the error line starts a line of its own
-        divergence.check_finite(total_loss, seen, steps, read_every)
-    bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
 
 
 @dataclass
@@ -189,7 +179,8 @@ def training_context(args, net, device):
     optimizer, scheduler = recipes.build_optimizer(net, args, metric)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     return TrainingContext(
-        device=device, criterion=criterion, metric=metric, adversarial=attacks.adversarial_term(args.adv, args.aiter, criterion),
+        device=device, criterion=criterion, metric=metric,
+        adversarial=attacks.adversarial_term(args.adv, args.aiter, criterion),
         optimizer=optimizer, scheduler=scheduler, batchsize=args.batchsize,
         average=recipes.weight_average(net, args.wa_decay) if args.wa else None,
         scaler=torch.amp.GradScaler(device.type, enabled=use_amp and args.fp16),

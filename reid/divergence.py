@@ -30,13 +30,17 @@ def trailing(items, holds):
     return count
 
 
-def check_finite(total_loss, seen, steps, read_every):
-    """A nan or inf training loss stops the run at once (nothing of the epoch is saved)."""
-    if not math.isfinite(total_loss):
+def show_running(sums, seen, bar, training, steps, read_every):
+    """Show the running loss and accuracy (``sums``: their totals over ``seen`` pictures) on ``bar``; a nan or
+    inf training loss stops the run at once (nothing of the epoch is saved)."""
+    total_loss, correct = sums.tolist()
+    if training and not math.isfinite(total_loss):
+        bar.close()   # so that the error line starts a line of its own
         late = f" (read every {read_every} steps)" if read_every > 1 else ""
         raise UserError(f"the training loss became {total_loss / seen} at step {steps} of this epoch{late}: the run "
                         "diverged", "the last finished epoch's checkpoints are kept; start again with a smaller --lr "
                         "(and --overwrite, or a new --name)")
+    bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
 
 
 def add_arguments(parser):

@@ -83,12 +83,13 @@ def correct_match_ranks(scores, buckets, width, good, junk, work=None):
         return torch.zeros(n_queries, 0, dtype=torch.int64, device=scores.device), n_good
     keys = buckets.add_(torch.arange(0, n_queries * width, width, dtype=buckets.dtype, device=scores.device)[:, None])
     keys, flat_scores = keys.ravel(), scores.ravel()
-    not_wrong = torch.cat([good[0] * n_gallery + good[1], junk[0] * n_gallery + junk[1]])   # flat positions
+    good_flat = good[0] * n_gallery + good[1]   # flat positions
+    not_wrong = torch.cat([good_flat, junk[0] * n_gallery + junk[1]])
     per_bucket = torch.bincount(keys, minlength=n_queries * width)
     per_bucket.index_add_(0, keys[not_wrong], torch.full_like(not_wrong, -1))   # the wrong matches are left
     up_to = per_bucket.view(n_queries, width).cumsum(1)   # wrong matches in this bucket or below
-    good_keys = keys[not_wrong[:len(good[0])]].long()
-    codes, order = torch.sort(score_codes(good_keys, flat_scores[not_wrong[:len(good[0])]]))
+    good_keys = keys[good_flat].long()
+    codes, order = torch.sort(score_codes(good_keys, flat_scores[good_flat]))
     rows = good[0][order]   # in rising rows, and rising scores within a row
     place = n_good.cumsum(0)[rows] - 1 - torch.arange(len(rows), device=scores.device)   # falling scores
     ahead = same_bucket_ahead(codes, keys, flat_scores, not_wrong, n_queries * width, work)

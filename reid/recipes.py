@@ -228,7 +228,7 @@ def build_optimizer(net, args, metric=None):
         groups = metric.parameter_groups(args.lr, args.center_lr) + groups
     settings = dict(weight_decay=args.weight_decay, momentum=0.9, nesterov=True)
     try:
-        optimizer = torch.optim.SGD(groups, **settings, fused=True if getattr(args, "FSGD", False) else None)
+        optimizer = torch.optim.SGD(groups, **settings, fused=True if args.FSGD else None)
     except (RuntimeError, ValueError) as err:   # a torch or device without the fused kernel
         print(f"note: --FSGD cannot run here ({str(err).splitlines()[0]}); training with the plain SGD")
         optimizer = torch.optim.SGD(groups, **settings)
