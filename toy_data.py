@@ -11,6 +11,7 @@ Usage:
     python toy_data.py --out data --dataset msmt17      # -> data/MSMT17_V1/ (train/, test/, list_*.txt)
     python toy_data.py --out data --dataset cuhk03      # -> data/cuhk03-np/{labeled,detected}/ (PNG)
     python toy_data.py --out data --dataset veri        # -> data/VeRi/ (image_train/, image_query/, image_test/)
+    python toy_data.py --out data --dataset dg-market   # -> data/DG-Market/<id>/ (train.py --DG --dg_dir data/DG-Market)
 
 Reads: nothing.
 Writes (Market):  OUT/Market/{bounding_box_train,bounding_box_test,query,gt_bbox,gt_query}/,
@@ -28,6 +29,7 @@ A correct run prints (default sizes, seed 0):
     ...
     wrote data/Market in 9.1 s
 """
+import dataclasses
 import io
 import json
 import os
@@ -46,19 +48,24 @@ from reid.files import output_folder, read_json
 from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
-TOY_DATASETS = ("cuhk03", "duke", "market", "msmt17", "veri")
+TOY_DATASETS = ("cuhk03", "dg-market", "duke", "market", "msmt17", "veri")
+# train.py --DG's generated pictures: Market's people and cameras, one folder per identity, no splits
+DG_MARKET = dataclasses.replace(BENCHMARKS["market"], key="dg-market", title="DG-Market", folder="DG-Market",
+                                sources=(), official={}, gt_bbox=False, distractors="none")
+GENERATED_PER_IDENTITY = 4   # toy DG-Market pictures of each training identity's clothes, per --images_per_camera
 
 
 def toy_benchmark(dataset):
     """The dataset table's entry whose layout the toy ``dataset`` imitates."""
-    return BENCHMARKS["cuhk03-labeled" if dataset == "cuhk03" else dataset]
+    return DG_MARKET if dataset == "dg-market" else BENCHMARKS["cuhk03-labeled" if dataset == "cuhk03" else dataset]
 
 
 def build_parser():
     parser = utils.ArgumentParser(prog="toy_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", help="folder that receives Market/ or DukeMTMC-reID/")
     parser.add_argument("--dataset", choices=TOY_DATASETS, default="market",
-                        help="which release to imitate (cuhk03: both labeled/ and detected/)")
+                        help="which release to imitate (cuhk03: both labeled/ and detected/; dg-market: train.py "
+                             "--DG's generated pictures of the market toy's training people, same --seed and --train_ids)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")
     parser.add_argument("--train_ids", type=int, default=100, help="identities in bounding_box_train")
     parser.add_argument("--test_ids", type=int, default=100, help="identities in query and bounding_box_test")
@@ -161,12 +168,25 @@ def gallery_extras(args, layout, rng, namer, distractor_pids):
     return shots
 
 
+def generated_shots(args, layout, rng, train):
+    """The toy DG-Market: each training identity's clothes in new pictures from random cameras, in a folder
+    per identity (DG-Net's pictures dress one Market person's body in another's clothes)."""
+    shots = []
+    for pid in train:
+        for index in range(GENERATED_PER_IDENTITY * args.images_per_camera):
+            camid = int(rng.integers(1, layout.cameras + 1))
+            shots.append(Shot(f"{pid:04d}", f"{pid:04d}_g{index:04d}.jpg", pid, camid, (args.seed, 9, pid, index)))
+    return shots
+
+
 def plan_dataset(args):
     """Every picture to write, in a fixed order, from the seed alone."""
     layout = toy_benchmark(args.dataset)
     rng = np.random.default_rng([args.seed, 0])
     namer = Namer(layout, rng)
-    train, test, distractors = choose_identities(args, layout, rng)
+    train, test, distractors = choose_identities(args, layout, rng)   # DG-Market: the Market toy's, same seed
+    if args.dataset == "dg-market":
+        return generated_shots(args, layout, rng, train)
     shots = []
     for pid in train:
         shots += person_shots(args, layout, rng, namer, pid, test=False)
@@ -229,6 +249,10 @@ def summary_table(shots, dataset, cameras, size="128x256"):
     """Rows of images / identities / cameras per folder of the release, as printed at the end."""
     benchmark = toy_benchmark(dataset)
     lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
+    if not benchmark.sources:   # DG-Market: one folder per identity
+        lines.append(f"{benchmark.folder:<20}{len(shots):>7}{len({s.pid for s in shots}):>12}"
+                     f"{len({s.camid for s in shots}):>9}")
+        return "\n".join(lines + [f"generated pictures of the Market toy's training identities; {size} JPEG"])
     for planned in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
         chosen = [s for s in shots if s.folder == planned]
         if chosen:

@@ -34,14 +34,14 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, attacks, checkpoints, distributed, divergence, files, pictures, pipeline, recipes, runs, validation
+from reid import acceleration, attacks, checkpoints, distributed, divergence, dg, files, pictures, pipeline, recipes, runs, validation
 from reid.images import training_sets
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError  # noqa: F401  (callers and tests catch train.UserError)
 
 # may change on --resume (a new --total_epoch extends a finished run; --name: a copied run folder resumes)
 RUNTIME_OPTIONS = {"gpu_ids", "num_workers", "data_dir", "resume", "overwrite", "name", "total_epoch", "compile",
-                   "input_pipeline", "divergence", "dist_timeout"}
+                   "input_pipeline", "divergence", "dist_timeout", "dg_dir"}
 READ_EVERY = 25   # on CUDA: steps between reads of the running loss, so that the CPU can queue steps ahead
 
 
@@ -64,6 +64,7 @@ def build_parser():
     models.add_head_arguments(p)
     models.add_backbone_arguments(p, default="resnet50")
     recipes.add_arguments(p)
+    dg.add_arguments(p)
     divergence.add_arguments(p)
     p.add_argument("--no_pretrained", action="store_true", help="random initial weights instead of ImageNet's")
     acceleration.add_arguments(p)
@@ -99,6 +100,7 @@ def resolve_options(parser, argv):
         for key in vars(args):   # the run's own options, except runtime ones typed now
             if key in saved and key not in typed:
                 setattr(args, key, saved[key])
+    args.wa = args.wa or args.DG   # the weight average is --DG's teacher
     recipes.check_arguments(parser, args, models.get_backbone(args.backbone))
     acceleration.check_arguments(parser, args)
     if args.stride == 1 and not models.get_backbone(args.backbone).supports_stride:
@@ -123,6 +125,7 @@ def run_epoch(net, loader, phase, ctx):
             with ctx.autocast():
                 loss, scores = loss_and_scores(net(images), labels, ctx.criterion, ctx.metric)
                 loss = loss + ctx.adversarial(net, images, labels, step)   # --adv only; else 0
+                loss = loss + ctx.consistency(net)                         # --DG only; else 0
             if training:
                 ctx.optimizer.zero_grad(set_to_none=True)
                 ctx.scaler.scale(loss * ctx.warm(step)).backward()
@@ -163,6 +166,7 @@ class TrainingContext:
     held_out: Optional[validation.HeldOut] = None     # the unseen identities (prepare.py --val_ids), or None
     read_every: int = 1                     # steps between reads of the running loss (a read waits for a GPU)
     adversarial: Callable = lambda net, images, labels, step: 0   # --adv: attacks.adversarial_term
+    consistency: Callable = lambda net: 0   # --DG: the epoch's dg.consistency_term (set per epoch by fit)
 
 
 def training_context(args, net, device):
@@ -195,6 +199,8 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
         utils.set_seed(distributed.process_seed(args.seed, epoch, ctx.world), deterministic=ctx.device.type == "cpu")
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, epoch))
         ctx.warm = recipes.warm_schedule(args, epoch, len(loaders["train"]))
+        ctx.consistency = dg.consistency_term(args, epoch, loaders.get("dg"), ctx.average, ctx.world, ctx.device,
+                                              ctx.memory_format)
         lr = ctx.optimizer.param_groups[-1]["lr"]
         train_stats = run_epoch(net, loaders["train"], "train", ctx)
         ctx.scheduler.step()
@@ -233,6 +239,7 @@ def train_run(args, spec, device, world):
     distributed.check_batch(world, args.batchsize, args.num_instances if args.sampler == "pk" else None)
     on_device = pipeline.uses_device_pipeline(args, device)
     train_set, val_set = training_sets(args, spec.input_size, decoded_later=on_device)
+    generated = dg.generated_set(args, spec.input_size) if args.DG else None   # DG-Market's pictures
     cache = pipeline.decode_all(train_set.samples, spec.input_size, args.num_workers, device) if on_device else None
     args.nclasses = len(train_set.classes)
     net = build_network(args, spec, args.nclasses, device)
@@ -258,7 +265,7 @@ def train_run(args, spec, device, world):
     processes = f" x {world.size} process{'es' if world.size > 1 else ''}" if world.distributed else ""
     say(f"{args.backbone} on {device} ({opts['kernels']}){processes}: {len(train_set)} training pictures of "
         f"{len(train_set.classes)} identities, epochs {start + 1}..{args.total_epoch}, writing {run_dir}/")
-    loaders = recipes.make_loaders(args, train_set, val_set, device, world, cache)
+    loaders = recipes.make_loaders(args, train_set, val_set, device, world, cache, generated)
     fit(net, loaders, ctx, args, run_dir, start, history)
     if ctx.average is not None and world.main:   # BatchNorm statistics of the average: rank 0, every picture
         loader = recipes.make_loaders(args, train_set, val_set, device, distributed.World(), cache)["train"]

@@ -83,14 +83,15 @@ def check_ranges(parser, args):
         parser.error("; ".join(bad))
 
 
-def make_loaders(args, train_set, val_set, device, world, cache=None):
+def make_loaders(args, train_set, val_set, device, world, cache=None, generated=None):
     """Training batches (random, or P x K with --sampler pk) from a generator that train.py re-seeds every
     epoch, so the order depends on (seed, epoch) only; under torchrun each rank keeps its slice of each.
     With ``cache`` (the decoded pictures, ``reid.pipeline``) they are augmented on the device; else by
     torchvision's per-picture transforms in DataLoader workers. Those are started afresh every epoch,
     because persistent workers would keep their random state across epochs and --resume could not
-    repeat an epoch exactly; the validation loader keeps its workers (it draws nothing)."""
-    from reid import distributed, pipeline
+    repeat an epoch exactly; the validation loader keeps its workers (it draws nothing). ``generated``: --DG's
+    pictures (``reid.dg``), drawn by a loader of their own."""
+    from reid import dg, distributed, pipeline
 
     generator = torch.Generator()
     common = dict(num_workers=args.num_workers, pin_memory=device.type == "cuda",
@@ -110,7 +111,8 @@ def make_loaders(args, train_set, val_set, device, world, cache=None):
                                             generator=generator, **common)
     val = torch.utils.data.DataLoader(val_set, args.batchsize, shuffle=False, persistent_workers=args.num_workers > 0,
                                       **common)
-    return {"train": train, "val": val}
+    extra = {"dg": dg.generated_loader(generated, args, world)} if generated is not None else {}
+    return {"train": train, "val": val, **extra}
 
 
 RECIPES = {   # Bag of Tricks (Luo et al., CVPR-W 2019), option by option; opts.yaml records them resolved

@@ -55,7 +55,10 @@ VAL_EVERY = 8   # MSMT17's list_val.txt: every 8th training picture (the release
 
 def place(benchmark, shot):
     """The path of ``shot`` under the dataset root: the split's folder, and a folder per identity when the
-    release lists its pictures in list files (MSMT17's train/0000/…)."""
+    release lists its pictures in list files (MSMT17's train/0000/…). A release without splits (the toy
+    DG-Market) keeps each shot's own folder."""
+    if not benchmark.sources:
+        return os.path.join(shot.folder, shot.filename)
     source = next(s for s in benchmark.sources if s.split == PLANNED_SPLIT[shot.folder])
     label = os.path.basename(shot.filename).split("_")[0]
     folder = os.path.join(benchmark.subfolder, source.folders[0])
