@@ -10,6 +10,8 @@ Writes: OUT/counts.png (pictures per identity and per camera, each split); nothi
 Finds:  problems — identities in both training and test (a leak), the same picture in both (identical
         bytes, or perceptual hashes at most --max_distance bits apart), queries with no correct match in
         the gallery; warnings — file names that break the dataset's rule, pictures that do not decode.
+        Also prints the training pictures' mean and standard deviation per colour channel, the values
+        train.py --norm_mean/--norm_std take (layumi's prepare_static.py).
 Exit:   0 without problems (warnings allowed), 1 with problems, so that CI can run it; 2 for usage errors.
 
 A correct run on the toy Market prints the counts, one line per finding, and ends with:
@@ -33,7 +35,8 @@ def build_parser():
     p.add_argument("--out", default="audit", help="folder for counts.png")
     p.add_argument("--max_distance", type=int, default=12,
                    help="perceptual-hash bits (of 256) within which two pictures count as the same picture")
-    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="hashing processes")
+    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="processes that read the pictures (hashes and colour statistics)")
     return p
 
 
@@ -55,13 +58,22 @@ def listed(title, items, fix):
     return [f"{title} ({len(items)}) — {fix}", *shown]
 
 
-def findings(data_dir, pictures_found, broken, args):
+def colour_lines(statistics):
+    """The training pictures' colour statistics, and the train.py flags that normalise with them."""
+    if statistics is None:
+        return []
+    mean, std = (" ".join(f"{value:.4f}" for value in values) for values in statistics)
+    return [f"colour of the training pictures (at {audit.COLOUR_SIZE[0]}x{audit.COLOUR_SIZE[1]}, values in [0, 1]): "
+            f"mean {mean}, std {std} (ImageNet's: mean 0.485 0.456 0.406, std 0.229 0.224 0.225)",
+            f"to normalise with them: python train.py … --norm_mean {mean} --norm_std {std}"]
+
+
+def findings(data_dir, pictures_found, facts, broken, args):
     """(problems, warnings): lists of printed lines, from every check."""
     manifest = files.read_json(os.path.join(data_dir, PREPARED_MANIFEST)) or {}
     renumbered = any(b.renumbers_test and b.title == manifest.get("benchmark") for b in BENCHMARKS.values())
     leaks = [] if renumbered else audit.leaked_identities(pictures_found)
-    same = audit.duplicates(pictures_found, args.max_distance, args.num_workers,
-                            lambda it, total: tqdm(it, total=total, desc="hashing", unit="img", leave=False))
+    same = audit.duplicates(pictures_found, facts, args.max_distance)
     lonely = audit.unanswerable_queries(pictures_found)
     problems = listed("identities in both training and test (a leak)", leaks,
                       "move each identity's pictures to one side, then run prepare.py --force") + \
@@ -93,7 +105,10 @@ def main(argv=None):
     table = audit.counts(pictures_found)
     print("\n".join(counts_lines(table)))
     pictures.plot_dataset_counts(os.path.join(args.out, "counts.png"), table)
-    problems, warnings, notes = findings(args.data_dir, pictures_found, broken, args)
+    facts = audit.read_facts(pictures_found, args.num_workers,
+                             lambda it, total: tqdm(it, total=total, desc="reading", unit="img", leave=False))
+    print("\n".join(colour_lines(audit.colour_statistics(pictures_found, facts))))
+    problems, warnings, notes = findings(args.data_dir, pictures_found, facts, broken, args)
     print("\n".join(notes + problems + warnings))
     kinds = sum(line[0] != " " for line in problems)
     summary = (f"{len(pictures_found)} pictures, {sum(line[0] != ' ' for line in warnings)} warning kind(s); "

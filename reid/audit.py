@@ -28,6 +28,7 @@ NOT_TRAINING = TEST_SPLITS + HELD_OUT_SPLITS
 ASKED = (("query", "gallery"), ("val_query", "val_gallery"))   # each query split and the gallery it searches
 HASH_SIZE = 16   # pHash side: 16 x 16 = 256 bits, held as 4 uint64 words
 BLOCK = 256      # training pictures compared with all test pictures at once
+COLOUR_SIZE = (256, 128)   # (height, width) the colour statistics are taken at: the default input size
 
 
 @dataclass(frozen=True)
@@ -108,29 +109,50 @@ def unanswerable_queries(pictures):
     return lonely
 
 
-def picture_hashes(path):
-    """(sha256 of the bytes, the 256-bit perceptual hash as 4 uint64 words) of one picture; (sha, None)
-    when it does not decode."""
+def picture_facts(path):
+    """(sha256 of the bytes, the 256-bit perceptual hash as 4 uint64 words, the colour sums) of one picture.
+    The colour sums are a (2, 3) float64 array: per channel, the sum of the pixel values (in [0, 1]) and of
+    their squares, over the picture resized to COLOUR_SIZE as training resizes it (bicubic). (sha, None,
+    None) when it does not decode."""
     import imagehash
+    from PIL import Image
 
     with open(path, "rb") as handle:
         exact = hashlib.sha256(handle.read()).hexdigest()
     try:
-        bits = imagehash.phash(open_rgb(path), hash_size=HASH_SIZE).hash
+        picture = open_rgb(path)
+        bits = imagehash.phash(picture, hash_size=HASH_SIZE).hash
         perceptual = np.packbits(bits.flatten()).view(np.uint64)
+        pixels = np.asarray(picture.resize(COLOUR_SIZE[::-1], Image.Resampling.BICUBIC), dtype=np.float64) / 255
+        colour = np.stack([pixels.sum((0, 1)), (pixels ** 2).sum((0, 1))])
     except (OSError, SyntaxError, ValueError):
-        perceptual = None
-    return exact, perceptual
+        perceptual = colour = None
+    return exact, perceptual, colour
 
 
-def duplicates(pictures, max_distance, workers=1, progress=None):
-    """[(training picture, test picture, bits apart)] of pictures that are the same in both: identical bytes
-    (0 bits), or perceptual hashes at most ``max_distance`` bits apart. Every training hash is compared with
-    every test hash, a block of training pictures at a time."""
+def read_facts(pictures, workers=1, progress=None):
+    """``picture_facts`` of every picture, in order, read by ``workers`` processes."""
     paths = [p.path for p in pictures]
     with Pool(workers) as pool:
-        hashes = list(progress(pool.imap(picture_hashes, paths, chunksize=64), total=len(paths))
-                      if progress else pool.imap(picture_hashes, paths, chunksize=64))
+        return list(progress(pool.imap(picture_facts, paths, chunksize=64), total=len(paths))
+                    if progress else pool.imap(picture_facts, paths, chunksize=64))
+
+
+def colour_statistics(pictures, facts):
+    """(mean, std): per channel, over every pixel of the training pictures that decode (resized to
+    COLOUR_SIZE), of the values in [0, 1]; what train.py --norm_mean/--norm_std take. None without any."""
+    sums = [facts[i][2] for i, p in enumerate(pictures) if p.split in TRAIN_SPLITS and facts[i][2] is not None]
+    if not sums:
+        return None
+    total, count = np.sum(sums, axis=0), len(sums) * COLOUR_SIZE[0] * COLOUR_SIZE[1]
+    mean = total[0] / count
+    return mean, np.sqrt(np.maximum(total[1] / count - mean ** 2, 0))
+
+
+def duplicates(pictures, hashes, max_distance):
+    """[(training picture, test picture, bits apart)] of pictures that are the same in both: identical bytes
+    (0 bits), or perceptual hashes at most ``max_distance`` bits apart. ``hashes``: ``read_facts``. Every
+    training hash is compared with every test hash, a block of training pictures at a time."""
     train = [i for i, p in enumerate(pictures) if p.split in TRAIN_SPLITS]
     test = [i for i, p in enumerate(pictures) if p.split in NOT_TRAINING]
     found = {}

@@ -66,7 +66,33 @@ def freeze_unused(backbone, head):
         getattr(backbone, head).requires_grad_(False)
 
 
-class ReIDNet(nn.Module):
+class Renormalising(nn.Module):
+    """A network that can take its pictures normalised with a dataset's own colour statistics.
+
+    Every stage feeds pictures normalised with ImageNet's mean and std; after ``set_input_statistics(mean,
+    std)`` the network first maps them to (pixel - mean) / std, one multiply-add per channel. The two
+    buffers are not saved in the state_dict (its keys stay layumi's): opts.yaml's norm_mean/norm_std are
+    the record, and model.load_trained sets them again.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("input_scale", None, persistent=False)
+        self.register_buffer("input_shift", None, persistent=False)
+
+    def set_input_statistics(self, mean, std):
+        from reid.images import IMAGENET_MEAN, IMAGENET_STD
+
+        mean, std, imagenet_mean, imagenet_std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+                                                  for v in (mean, std, IMAGENET_MEAN, IMAGENET_STD))
+        self.input_scale = imagenet_std / std                   # x = (p - m_I) / s_I  ->  (p - m) / s
+        self.input_shift = (imagenet_mean - mean) / std
+
+    def renormalise(self, x):
+        return x if self.input_scale is None else torch.addcmul(self.input_shift, x, self.input_scale)
+
+
+class ReIDNet(Renormalising):
     """A backbone ``self.model`` whose ``pool`` gives one vector per picture, and a ClassBlock head."""
 
     unused_head = None   # the trunk's own ImageNet classifier, kept for layumi's checkpoints but never run
@@ -81,13 +107,13 @@ class ReIDNet(nn.Module):
         return self.model(x)
 
     def forward(self, x):
-        return self.classifier(self.pool(x))
+        return self.classifier(self.pool(self.renormalise(x)))
 
     neck_feat = "after"   # with a BNNeck head, test on the feature after its BN ("after") or before it
 
     def features(self, x):
         """The test feature: the head's bottleneck output, before the classifier."""
-        pooled = self.pool(x)
+        pooled = self.pool(self.renormalise(x))
         return pooled if self.classifier.bnneck and self.neck_feat == "before" else self.classifier.add_block(pooled)
 
 
@@ -149,7 +175,7 @@ class DenseNetReID(ReIDNet):
         return torch.flatten(self.model.features(x), 1)
 
 
-class PCB(nn.Module):
+class PCB(Renormalising):
     """Part-based Convolutional Baseline (Sun et al. 2018): six stripes, one 256-d ClassBlock each.
 
     ``forward`` gives logits of shape (N, 6, classes); ``features`` the pooled stripes (N, 2048, 6),
@@ -174,8 +200,8 @@ class PCB(nn.Module):
         return self.avgpool(x).flatten(2)   # (N, 2048, parts)
 
     def forward(self, x):
-        x = self.dropout(self.stripes(x))
+        x = self.dropout(self.stripes(self.renormalise(x)))
         return torch.stack([getattr(self, f"classifier{i}")(x[:, :, i]) for i in range(self.parts)], dim=1)
 
     def features(self, x):
-        return self.stripes(x)
+        return self.stripes(self.renormalise(x))

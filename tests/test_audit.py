@@ -80,3 +80,31 @@ def test_msmt17_compares_pictures_not_identity_numbers(tmp_path, capsys):
 def test_a_folder_that_is_not_prepared_is_one_line(tmp_path, capsys):
     code, _, err = run_audit(tmp_path, tmp_path / "audit", capsys)
     assert code == 2 and err.startswith("error: ") and "has no train_all/" in err
+
+
+def test_colour_statistics_by_hand(tmp_path, capsys):
+    """Two one-colour training pictures, pure red and pure blue: each channel's pixels are half 0 and half 1
+    (green: all 0), so the mean is 0.5 / 0 / 0.5 and the standard deviation the same."""
+    from PIL import Image
+
+    from reid.audit import Picture, colour_statistics, read_facts
+
+    found = []
+    for index, (colour, split) in enumerate([((255, 0, 0), "train_all"), ((0, 0, 255), "train_all"),
+                                             ((0, 255, 0), "gallery")]):   # test pictures do not count
+        path = str(tmp_path / f"{index}.png")
+        Image.new("RGB", (64, 128), colour).save(path)
+        found.append(Picture(path, split, "0001", 1, 1))
+    mean, std = colour_statistics(found, read_facts(found))
+    assert mean == pytest.approx([0.5, 0, 0.5]) and std == pytest.approx([0.5, 0, 0.5], abs=1e-6)
+
+
+def test_the_audit_prints_the_flags_that_normalise_with_the_training_colours(prepared_sets, tmp_path, capsys):
+    import model
+
+    code, out, _ = run_audit(prepared_sets["clean"], tmp_path / "audit", capsys)
+    line = next(line for line in out.splitlines() if line.startswith("to normalise with them: python train.py"))
+    values = [float(v) for v in line.split("--norm_mean")[1].replace("--norm_std", "").split()]
+    assert code == 0 and len(values) == 6
+    mean, std = model.input_statistics({"norm_mean": values[:3], "norm_std": values[3:]})
+    assert mean != [0.485, 0.456, 0.406] and all(0.05 < s < 0.5 for s in std)

@@ -157,3 +157,24 @@ def test_usam_trains_an_epoch_and_test_reads_the_run(prepared_market, tmp_path, 
     code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "usam", "--test_dir", str(prepared_market),
                                            "--num_workers", "0", "--batchsize", "16"], capsys)
     assert code == 0 and "Rank@1:" in out, err
+
+
+def test_a_network_normalises_with_the_datas_statistics_and_keeps_layumis_keys():
+    from reid.images import IMAGENET_MEAN, IMAGENET_STD
+
+    mean, std = [0.4, 0.3, 0.2], [0.1, 0.2, 0.3]
+    plain = model.build_model("resnet18", 5, pretrained=False).eval()
+    renormalising = model.build_model("resnet18", 5, pretrained=False, statistics=(mean, std)).eval()
+    assert renormalising.state_dict().keys() == plain.state_dict().keys()
+    renormalising.load_state_dict(plain.state_dict(), strict=True)
+    pixels = torch.rand(2, 3, 256, 128)
+    column = lambda values: torch.tensor(values).view(1, 3, 1, 1)   # noqa: E731
+    as_fed = (pixels - column(IMAGENET_MEAN)) / column(IMAGENET_STD)    # what every stage gives the network
+    as_wanted = (pixels - column(mean)) / column(std)
+    assert torch.allclose(renormalising.renormalise(as_fed), as_wanted, atol=1e-5)
+    expected = plain.features(as_wanted)
+    assert torch.allclose(renormalising.features(as_fed), expected, atol=1e-4 * expected.abs().max().item())
+    assert not torch.allclose(plain.features(as_fed), expected, atol=1e-4 * expected.abs().max().item())
+    assert model.input_statistics({"norm_mean": list(IMAGENET_MEAN), "norm_std": list(IMAGENET_STD)}) is None
+    with pytest.raises(model.UserError, match="not colour statistics"):
+        model.input_statistics({"norm_mean": mean, "norm_std": [0.1, 0, 0.3]})

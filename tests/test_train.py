@@ -230,3 +230,27 @@ def test_reading_the_sums_less_often_gives_the_same_epoch_and_still_stops_a_dive
         tiny_epoch((pictures, labels), 1)
     with pytest.raises(train.UserError, match=r"became nan at step 3 of this epoch \(read every 3 steps\)"):
         tiny_epoch((pictures, labels), 3)
+
+
+def test_the_datas_colour_statistics_train_and_test_reads_them(prepared_market, in_tmp, capsys):
+    import test as stage4
+
+    mean, std = ["0.5143", "0.4334", "0.4254"], ["0.2320", "0.1727", "0.1802"]
+    run_dir = in_tmp / train_run(prepared_market, "colours", "--total_epoch", "1", "--norm_mean", *mean,
+                                 "--norm_std", *std)
+    with open(run_dir / "opts.yaml") as handle:
+        opts = yaml.safe_load(handle)
+    assert opts["norm_mean"] == [float(v) for v in mean] and opts["norm_std"] == [float(v) for v in std]
+    net, _ = model.load_trained(str(run_dir), "last", torch.device("cpu"))
+    assert torch.allclose(net.input_scale.flatten(), torch.tensor([0.229, 0.224, 0.225]) / torch.tensor([float(v) for v in std]))
+    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "colours", "--test_dir", prepared_market,
+                                           "--num_workers", "0"], capsys)
+    assert code == 0 and "Rank@1:" in out, err
+    opts["norm_std"] = [0.2, 0.0, 0.2]   # hand-edited into something that is no standard deviation
+    with open(run_dir / "opts.yaml", "w") as handle:
+        yaml.safe_dump(opts, handle)
+    code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "colours", "--test_dir", prepared_market], capsys)
+    assert code == 2 and "opts.yaml: norm_mean" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(train.main, ["--data_dir", prepared_market, *FAST, "--name", "bad", "--norm_std", "0", "1", "1"],
+                           capsys)
+    assert code == 2 and "not colour statistics" in err and not (in_tmp / "model/bad").exists()
