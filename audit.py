@@ -11,7 +11,7 @@ Finds:  problems — identities in both training and test (a leak), the same pic
         bytes, or perceptual hashes at most --max_distance bits apart), queries with no correct match in
         the gallery; warnings — file names that break the dataset's rule, pictures that do not decode.
         Also prints the training pictures' mean and standard deviation per colour channel, the values
-        train.py --norm_mean/--norm_std take (layumi's prepare_static.py).
+        train.py --norm_mean/--norm_std take (docs/datasets.md says how they differ from layumi's).
 Exit:   0 without problems (warnings allowed), 1 with problems, so that CI can run it; 2 for usage errors.
 
 A correct run on the toy Market prints the counts, one line per finding, and ends with:
