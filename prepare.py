@@ -7,6 +7,9 @@ Usage:
     python prepare.py --dataset msmt17 --download_path ../MSMT17_V1     # or MSMT17_V2
     python prepare.py --dataset cuhk03 --cuhk03_kind detected --download_path ../cuhk03-np
     python prepare.py --dataset veri --download_path ../VeRi
+    python prepare.py --dataset viper --download_path ../VIPeR --seed 3         # split 3 of the 10
+    python prepare.py --dataset vehicleid --vehicleid_test 1600 --download_path ../VehicleID_V1.0
+    python prepare.py --dataset cub --download_path ../CUB_200_2011
 (``prepare_Duke.py`` is ``--dataset duke``.)
 
 Reads:  ROOT/{bounding_box_train,bounding_box_test,query}/ and, for Market-1501, ROOT/gt_bbox/; the
@@ -38,7 +41,7 @@ import time
 from tqdm import tqdm
 
 import utils
-from reid import files, own_folder
+from reid import drawn_sets, files, own_folder
 from reid.sources import check_layout, plan_splits
 from reid.datasets import BENCHMARKS, PREPARED_MANIFEST, TOY_MANIFEST
 from utils import UserError, cli_main
@@ -52,7 +55,8 @@ SPLITS = ("train_all", "train", "val", "query", "gallery", "multi-query", "val_q
 DERIVED_ORIGIN = {"train": "train_all minus val", "val": "first file of each identity (sorted)",
                   "val_query": "held-out training identities (--val_ids): first picture of each camera",
                   "val_gallery": "held-out training identities: their other pictures"}
-DATASETS = ("market", "duke", "msmt17", "cuhk03", "veri", "folder")   # --dataset; cuhk03 with --cuhk03_kind
+DATASETS = ("market", "duke", "msmt17", "cuhk03", "veri", "viper", "vehicleid", "cub", "folder")   # --dataset
+VEHICLEID_TESTS = (800, 1600, 2400)   # VehicleID's small, medium and large test lists
 LINKERS = {
     "copy": shutil.copyfile,
     # relative, so that the dataset folder can be moved or mounted elsewhere as a whole
@@ -67,10 +71,12 @@ def build_parser(default="market"):
     parser = utils.ArgumentParser(
         prog=spec.script, description="Arrange a re-ID dataset download into ROOT/pytorch/ for training and testing.")
     parser.add_argument("--dataset", choices=DATASETS, default=default,
-                        help="which release ROOT holds: Market-1501, DukeMTMC-reID, MSMT17 (V1 or V2), CUHK03-NP "
-                             "or VeRi-776")
+                        help="which release ROOT holds: Market-1501, DukeMTMC-reID, MSMT17 (V1 or V2), CUHK03-NP, "
+                             "VeRi-776, VIPeR, VehicleID, CUB-200-2011, or your own pictures (folder)")
     parser.add_argument("--cuhk03_kind", choices=("labeled", "detected"), default="labeled",
                         help="--dataset cuhk03: the hand-drawn (labeled) or the detector's (detected) boxes")
+    parser.add_argument("--vehicleid_test", type=int, choices=VEHICLEID_TESTS, default=800,
+                        help="--dataset vehicleid: the test list of 800, 1600 or 2400 vehicles")
     own = parser.add_argument_group("--dataset folder: your own pictures, ROOT/<identity>/<picture>")
     own.add_argument("--camera_regex", default=None, help="read each picture's camera from its file name: the "
                      r"pattern's first group (or group 'cam'), e.g. '_c(\d+)_'")
@@ -80,7 +86,8 @@ def build_parser(default="market"):
     parser.add_argument("--val_ids", type=int, default=0,
                         help="hold out this many training identities as val_query/val_gallery: retrieval of people "
                              "training never sees, which train.py scores every epoch (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="the seed of the random splits (--val_ids, --test_ids)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the random splits (--val_ids, --test_ids, "
+                        "VIPeR's halves, VehicleID's gallery): seeds 0-9 give the ten that papers average over")
     parser.add_argument("--download_path", default=None,
                         help="ROOT: the unzipped release (default: the dataset's usual folder, e.g. ../Market)")
     parser.add_argument("--link", choices=sorted(LINKERS), default="copy",
@@ -91,7 +98,8 @@ def build_parser(default="market"):
 
 def benchmark_of(args):
     """The BENCHMARKS entry that --dataset (and --cuhk03_kind) select."""
-    return BENCHMARKS[f"cuhk03-{args.cuhk03_kind}" if args.dataset == "cuhk03" else args.dataset]
+    keyed = {"cuhk03": f"cuhk03-{args.cuhk03_kind}", "vehicleid": f"vehicleid-{args.vehicleid_test}"}
+    return BENCHMARKS[keyed.get(args.dataset, args.dataset)]
 
 
 def source_digest(splits, link):
@@ -143,7 +151,7 @@ def counts_table(counts, spec, official=True):
     """The images and identities of each split, where they come from, and (for a real download) the
     published counts of the release beside them."""
     origin = {source.split: " + ".join(source.lists) if source.lists else "/".join(source.folders)
-              for source in spec.sources} or own_folder.ORIGIN
+              for source in spec.sources} or drawn_sets.ORIGIN.get(spec.key.split("-")[0]) or own_folder.ORIGIN
     official = official and bool(spec.official)
     lines = [f"{'split':<13}{'images':>8}{'identities':>12}" + (f"{'official':>18}" if official else "") + "  from"]
     for split, (images, identities) in counts.items():
@@ -202,6 +210,8 @@ def run(argv, default):
                 "source_digest": source_digest(splits, args.link), "splits": split_counts(splits)}
     if spec.key == "folder":
         manifest.update(own_folder.describe(root, splits, args))
+    if spec.plan is not None:
+        manifest["seed"] = args.seed   # of the drawn split (VIPeR) or gallery (VehicleID)
     output = os.path.join(root, OUTPUT)
     try:
         with files.exclusive_lock(os.path.join(root, LOCK), output):

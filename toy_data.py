@@ -48,7 +48,8 @@ from reid.files import output_folder, read_json
 from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
-TOY_DATASETS = ("cuhk03", "dg-market", "duke", "market", "msmt17", "veri")
+TOY_DATASETS = ("cub", "cuhk03", "dg-market", "duke", "market", "msmt17", "vehicleid", "veri", "viper")
+DRAWN = ("viper", "vehicleid", "cub")   # releases whose splits prepare.py draws: reid/toy_layout.drawn_shots
 # train.py --DG's generated pictures: Market's people and cameras, one folder per identity, no splits
 DG_MARKET = dataclasses.replace(BENCHMARKS["market"], key="dg-market", title="DG-Market", folder="DG-Market",
                                 sources=(), official={}, gt_bbox=False, distractors="none")
@@ -57,7 +58,8 @@ GENERATED_PER_IDENTITY = 4   # toy DG-Market pictures of each training identity'
 
 def toy_benchmark(dataset):
     """The dataset table's entry whose layout the toy ``dataset`` imitates."""
-    return DG_MARKET if dataset == "dg-market" else BENCHMARKS["cuhk03-labeled" if dataset == "cuhk03" else dataset]
+    keyed = {"cuhk03": "cuhk03-labeled", "vehicleid": "vehicleid-2400"}
+    return DG_MARKET if dataset == "dg-market" else BENCHMARKS[keyed.get(dataset, dataset)]
 
 
 def build_parser():
@@ -104,6 +106,11 @@ def check_args(parser, args):
     args.style = toy_render.style_of(parser, args)
     if args.train_ids + args.test_ids + 1 > 9999:
         parser.error("at most 9998 identities fit the four-digit names")
+    limits = {"viper": (1000, "VIPeR's three-digit person numbers"), "cub": (200, "CUB's 200 classes")}
+    if args.dataset in limits and args.train_ids + args.test_ids > limits[args.dataset][0]:
+        parser.error(f"--train_ids + --test_ids: at most {limits[args.dataset][0]} for {limits[args.dataset][1]}")
+    if args.dataset == "cub" and max(args.train_ids, args.test_ids) > 100:
+        parser.error("--train_ids and --test_ids: at most 100 each for CUB (classes 1-100 train, 101-200 test)")
 
 
 class Namer:
@@ -179,6 +186,11 @@ def generated_shots(args, layout, rng, train):
     return shots
 
 
+def plan_identities(args):
+    """(training, test) identity numbers, as plan_dataset draws them first from the seed."""
+    return choose_identities(args, toy_benchmark(args.dataset), np.random.default_rng([args.seed, 0]))[:2]
+
+
 def plan_dataset(args):
     """Every picture to write, in a fixed order, from the seed alone."""
     layout = toy_benchmark(args.dataset)
@@ -187,6 +199,10 @@ def plan_dataset(args):
     train, test, distractors = choose_identities(args, layout, rng)   # DG-Market: the Market toy's, same seed
     if args.dataset == "dg-market":
         return generated_shots(args, layout, rng, train)
+    if args.dataset == "cub":   # classes 1-100 train and 101-200 test, by number
+        train, test = list(range(1, args.train_ids + 1)), list(range(101, 101 + args.test_ids))
+    if args.dataset in DRAWN:
+        return toy_layout.drawn_shots(args.dataset, args.seed, args.images_per_camera, rng, (train, test))
     shots = []
     for pid in train:
         shots += person_shots(args, layout, rng, namer, pid, test=False)
@@ -194,6 +210,9 @@ def plan_dataset(args):
         shots += person_shots(args, layout, rng, namer, pid, test=True)
     shots += gallery_extras(args, layout, rng, namer, distractors)
     return shots + toy_layout.planted(args.plant, shots, namer, layout)
+
+
+PICTURE_FORMATS = {".png": "PNG", ".bmp": "BMP"}   # by file suffix; JPEG otherwise
 
 
 def draw_shot(job):
@@ -208,7 +227,7 @@ def draw_shot(job):
         person = toy_render.make_identity(np.random.default_rng(identity_seed))
     image = toy_render.render(rng, camera, person, crop=shot.crop, style=style)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG" if shot.filename.endswith(".png") else "JPEG", quality=90)
+    image.save(buffer, format=PICTURE_FORMATS.get(os.path.splitext(shot.filename)[1], "JPEG"), quality=90)
     return buffer.getvalue()
 
 
@@ -224,7 +243,11 @@ def write_dataset(args, root, shots):
     for shot, path, picture in zip(shots, paths, pictures):
         with open(path, "wb") as handle:   # a planted duplicate takes another picture's very bytes
             handle.write(pictures[shot.copy_of] if shot.copy_of >= 0 else picture)
-    for name, text in toy_layout.list_files(benchmark, shots).items():
+    lists = toy_layout.list_files(benchmark, shots)
+    if args.dataset in DRAWN:
+        lists = toy_layout.drawn_lists(args.dataset, shots, set(plan_identities(args)[1]))
+    for name, text in lists.items():
+        os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
         with open(os.path.join(root, name), "w") as handle:
             handle.write(text)
     if benchmark.subfolder:   # CUHK03-NP holds labeled/ and detected/ boxes; the toy draws them alike
@@ -249,10 +272,13 @@ def summary_table(shots, dataset, cameras, size="128x256"):
     """Rows of images / identities / cameras per folder of the release, as printed at the end."""
     benchmark = toy_benchmark(dataset)
     lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
-    if not benchmark.sources:   # DG-Market: one folder per identity
-        lines.append(f"{benchmark.folder:<20}{len(shots):>7}{len({s.pid for s in shots}):>12}"
-                     f"{len({s.camid for s in shots}):>9}")
-        return "\n".join(lines + [f"generated pictures of the Market toy's training identities; {size} JPEG"])
+    if not benchmark.sources:   # DG-Market and the releases whose splits prepare.py draws: by top folder
+        for top in sorted({s.folder.split("/")[0] for s in shots}) if dataset != "dg-market" else [benchmark.folder]:
+            chosen = [s for s in shots if dataset == "dg-market" or s.folder.split("/")[0] == top]
+            lines.append(f"{top:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}{len({s.camid for s in chosen}):>9}")
+        what = ("generated pictures of the Market toy's training identities" if dataset == "dg-market"
+                else f"prepare.py --dataset {dataset} draws the splits")
+        return "\n".join(lines + [f"{what}; {size} {PICTURE_FORMATS.get(os.path.splitext(shots[0].filename)[1], 'JPEG')}"])
     for planned in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
         chosen = [s for s in shots if s.folder == planned]
         if chosen:
@@ -269,7 +295,7 @@ def summary_table(shots, dataset, cameras, size="128x256"):
         in_test = {s.pid for s in shots if s.folder == "query"}
         extras = (f"gallery extras: {len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} "
                   "distractor identities; ")
-    kind = "PNG" if shots[0].filename.endswith(".png") else "JPEG"
+    kind = PICTURE_FORMATS.get(os.path.splitext(shots[0].filename)[1], "JPEG")
     lines.append(f"{extras}{cameras} cameras; {size} {kind}")
     return "\n".join(lines)
 

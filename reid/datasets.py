@@ -1,10 +1,11 @@
 """The benchmarks' rules: how each names its files (one strict parser per rule), the junk and
 distractor ids, and what prepare.py needs to know about each dataset.
 """
+import functools
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from utils import UserError
 
@@ -51,6 +52,10 @@ MSMT17_RULE = "PPPP_NNN_CC_DDDDtime_FFFF_B.jpg (e.g. 0000_000_01_0303morning_001
 CUHK03_RULE = "PPPP_cC_N.png (e.g. 0001_c1_1.png; camera 1 or 2)"
 VERI_RULE = "VVVV_cCCC_FFFFFFFF_N.jpg (e.g. 0002_c002_00030600_0.jpg; VVVV the vehicle)"
 FOLDER_RULE = "PPPP_cC_pNNNNNN.jpg (prepare.py --dataset folder's names, e.g. 0003_c2_p000017.jpg)"
+# the names prepare.py gives VIPeR, VehicleID and CUB-200-2011 pictures: their own names carry no camera
+VIPER_RULE = "PPPP_cC_AAA.bmp (prepare.py's names for VIPeR's cam_a/PPP_AAA.bmp, e.g. 0045_c1_090.bmp; C 1 = cam_a)"
+VEHICLEID_RULE = "VVVVV_cC_IIIIIII.jpg (prepare.py's names for VehicleID's image/IIIIIII.jpg, e.g. 00012_c2_0000456.jpg)"
+CUB_RULE = "CCCC_iIIIII.jpg (prepare.py's names for CUB-200-2011: class, then image id, e.g. 0101_i05865.jpg)"
 # pid: four digits, or -1 for junk; camera and sequence: one or more digits (custom sets have > 9).
 _MARKET_RE = re.compile(r"(?P<label>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg")
 _DUKE_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_f(?P<frame>\d{7})\.jpg")
@@ -58,6 +63,9 @@ _MSMT17_RE = re.compile(r"(?P<label>\d{4})_(?P<index>\d{3,})_(?P<cam>\d{2,})_(?P
                         r"_(?P<frame>\d{4,})_(?P<box>\d+)(?:_[a-z]+)?\.jpg")
 _CUHK03_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_(?P<frame>\d+)\.png")
 _FOLDER_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_p(?P<frame>\d{6})\.(?:jpg|jpeg|png)")
+_VIPER_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>[12])_(?P<frame>\d{3})\.bmp")
+_VEHICLEID_RE = re.compile(r"(?P<label>\d{5})_c(?P<cam>[12])_(?P<frame>\d{7})\.jpg")
+_CUB_RE = re.compile(r"(?P<label>\d{4})_i(?P<cam>(?P<frame>\d{5}))\.jpg")   # each picture its own camera
 _VERI_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d{3,})_(?P<frame>\d{8})_(?P<box>\d+)\.jpg")
 
 
@@ -108,6 +116,9 @@ parse_msmt17_name = _simple_parser(_MSMT17_RE, MSMT17_RULE, "MSMT17")
 parse_cuhk03_name = _simple_parser(_CUHK03_RE, CUHK03_RULE, "CUHK03-NP")
 parse_veri_name = _simple_parser(_VERI_RE, VERI_RULE, "VeRi-776")
 parse_folder_name = _simple_parser(_FOLDER_RE, FOLDER_RULE, "an own-pictures set")
+parse_viper_name = _simple_parser(_VIPER_RE, VIPER_RULE, "VIPeR")
+parse_vehicleid_name = _simple_parser(_VEHICLEID_RE, VEHICLEID_RULE, "VehicleID")
+parse_cub_name = _simple_parser(_CUB_RE, CUB_RULE, "CUB-200-2011")
 
 
 def parse_image_name(filename):
@@ -187,6 +198,44 @@ class Benchmark:
     kind: str = "person"    # what an identity is: a person, or a vehicle (VeRi-776)
     subfolder: str = ""     # the release folder under --download_path (CUHK03-NP: labeled/ or detected/)
     renumbers_test: bool = False   # test identities numbered anew (MSMT17): equal numbers are not one person
+    plan: Optional[Callable] = None   # (root, seed) -> {split: [Entry]}: prepare.py draws the splits (reid/drawn_sets.py)
+    requires: tuple = ()    # what ROOT must hold when the splits are drawn: "folder/" or "list file"
+
+
+def drawn_benchmarks():
+    """VIPeR, VehicleID (one entry per test size) and CUB-200-2011: releases whose splits prepare.py draws or
+    reads from lists itself (reid/drawn_sets.py); their counts are those the releases' papers publish."""
+    from reid import drawn_sets
+
+    common = dict(sources=(), gt_bbox=False, distractors="none", toy_name=lambda label, camid, frame, box: "")
+    vehicleid = {   # test size -> (test pictures, of which one per vehicle is the gallery)
+        800: 6493, 1600: 13377, 2400: 19777}
+    return {
+        "viper": Benchmark(
+            key="viper", title="VIPeR", script="prepare.py --dataset viper", default_root="../VIPeR",
+            rule=VIPER_RULE, parse=parse_viper_name, plan=drawn_sets.plan_viper, requires=("cam_a/", "cam_b/"),
+            official={"train_all": (632, 316), "query": (316, 316), "gallery": (316, 316)},
+            download_hint="download VIPeR.v1.0.zip (Gray et al., 2007) and unzip it to the folder holding cam_a/ and "
+                          "cam_b/, or make the toy set: python toy_data.py --out data --dataset viper",
+            folder="VIPeR", cameras=2, max_pid=873, **common),
+        **{f"vehicleid-{size}": Benchmark(
+            key=f"vehicleid-{size}", title=f"VehicleID (test {size})",
+            script=f"prepare.py --dataset vehicleid --vehicleid_test {size}", default_root="../VehicleID_V1.0",
+            rule=VEHICLEID_RULE, parse=parse_vehicleid_name, plan=functools.partial(drawn_sets.plan_vehicleid, size=size),
+            requires=("image/", "train_test_split/train_list.txt", f"train_test_split/test_list_{size}.txt"),
+            official={"train_all": (113346, 13164), "query": (pictures - size, None), "gallery": (size, size)},
+            download_hint="VehicleID is given by PKU on request (Liu et al., CVPR 2016); unzip VehicleID_V1.0 (image/, "
+                          "train_test_split/), or make the toy set: python toy_data.py --out data --dataset vehicleid",
+            folder="VehicleID_V1.0", cameras=2, max_pid=26328, kind="vehicle", **common)
+            for size, pictures in vehicleid.items()},
+        "cub": Benchmark(
+            key="cub", title="CUB-200-2011", script="prepare.py --dataset cub", default_root="../CUB_200_2011",
+            rule=CUB_RULE, parse=parse_cub_name, plan=drawn_sets.plan_cub, requires=("images/", "images.txt"),
+            official={"train_all": (5864, 100), "query": (5924, 100), "gallery": (5924, 100)},
+            download_hint="download CUB_200_2011.tgz (Wah et al., 2011) and unpack it to the folder holding images/ and "
+                          "images.txt, or make the toy set: python toy_data.py --out data --dataset cub",
+            folder="CUB_200_2011", cameras=2, max_pid=200, kind="bird", **common),
+    }
 
 
 BENCHMARKS = {
@@ -240,6 +289,7 @@ BENCHMARKS = {
                       "python toy_data.py --out data --dataset veri",
         folder="VeRi", cameras=20, max_pid=776, gt_bbox=False, distractors="none", toy_name=_veri_name,
         kind="vehicle"),
+    **drawn_benchmarks(),
     "folder": Benchmark(   # ROOT/<identity>/<picture>, split by reid/own_folder.py, placed under FOLDER_RULE names
         key="folder", title="own pictures", script="prepare.py --dataset folder", default_root="../my_pictures",
         rule=FOLDER_RULE, parse=parse_folder_name, sources=(), official={},

@@ -4,7 +4,7 @@ import os
 from utils import UserError
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")   # VIPeR is BMP
 
 
 def is_image_file(filename):

@@ -142,12 +142,18 @@ def verification_section(folder, result):
             '<div class=plots><img src="roc.png" alt="ROC curve"><img src="scores.png" alt="score distributions"></div>')
 
 
+MATRIX_CAMERAS = 32   # more cameras than this get no camera-pair table (a set without real cameras)
+
+
 def write_report(result, folder, topk=10):
     """Write ``folder``/index.html and its pictures; returns the page's path."""
     metrics = result["metrics"]
     os.makedirs(folder, exist_ok=True)
     save_plots(folder, metrics)
-    cameras, matrix = camera_pair_rank1(result)
+    cameras = sorted(set(result["query_cam"].tolist()) | set(result["gallery_cam"].tolist()))
+    matrix_section = (camera_table(*camera_pair_rank1(result)) if len(cameras) <= MATRIX_CAMERAS else
+                      f"<p>{len(cameras)} cameras: too many for a table (CUB-200-2011's pictures are each their own "
+                      "camera; reid/drawn_sets.py says why).</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>re-ID report</title><style>{STYLE}</style></head>
 <body>
@@ -160,7 +166,7 @@ A higher threshold lets fewer different people through (false positives) and mis
 {verification_section(folder, result)}
 <h2>Rank-1 by camera pair</h2>
 <p>Each cell ranks only the gallery pictures of one camera. Same-camera matches are junk, hence the empty diagonal.</p>
-{camera_table(cameras, matrix)}
+{matrix_section}
 <h2>The {WORST} worst queries</h2>
 <p>Green: the same person seen by another camera; red: someone else; junk is skipped, as in the evaluation.</p>
 {worst_queries(folder, result, metrics, topk)}

@@ -15,7 +15,8 @@ Entry = namedtuple("Entry", "source label filename")  # one file to place: pytor
 
 def missing_sources(root, spec):
     """What ROOT lacks of the benchmark's required folders and list files (names, for the message)."""
-    missing = []
+    missing = [name for name in spec.requires
+               if not (os.path.isdir if name.endswith("/") else os.path.isfile)(os.path.join(root, name))]
     for source in spec.sources:
         if source.required and source.folder_in(root) is None:
             missing.append(" or ".join(folder + "/" for folder in source.folders))
@@ -35,9 +36,10 @@ def check_layout(root, spec):
     if not os.path.isdir(release):
         raise UserError(f"{release} is a file, not the dataset folder", "pass the unzipped folder as --download_path")
     missing = [f"{spec.subfolder}/"] if spec.subfolder and not os.path.isdir(root) else missing_sources(root, spec)
-    others = [b for b in BENCHMARKS.values() if b is not spec and b.sources and not b.subfolder
-              and not missing_sources(release, b)]
-    if not spec.sources and others:   # own pictures: a release's folders would become "identities"
+    others = [b for b in BENCHMARKS.values() if b is not spec and (b.sources or b.requires) and not b.subfolder
+              and not missing_sources(release, b) and b.title != spec.title]
+    others = list({b.script.split(" --vehicleid_test")[0]: b for b in others}.values())   # VehicleID once
+    if not spec.sources and not spec.requires and others:   # own pictures: a release's folders would become "identities"
         raise UserError(f"{release} is laid out like {' or '.join(b.title for b in others)}, not as one folder per "
                         "identity", f"prepare it with {release_commands(others, release)}")
     if not missing:
@@ -120,6 +122,8 @@ def plan_splits(root, spec, options=None, val_ids=0, seed=0):
 
         planned, _ = own_folder.plan(root, **options)
         splits = {split: [Entry(*entry) for entry in entries] for split, entries in planned.items()}
+    elif spec.plan is not None:   # VIPeR, VehicleID, CUB-200-2011: reid/drawn_sets.py
+        splits = spec.plan(root, seed)
     else:
         splits = {}
         for source in spec.sources:

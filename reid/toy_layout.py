@@ -117,3 +117,56 @@ File names: PPPP_cCsS_FFFFFF_BB.jpg
 Folders: bounding_box_train (training), bounding_box_test (gallery), query (one per person and camera),
 gt_bbox (hand-drawn boxes for multi-query), gt_query (good/junk gallery indices for each query).
 """
+
+
+# --- the releases whose splits prepare.py draws (reid/drawn_sets.py): each laid out as published ---------
+
+VIPER_ANGLES = (0, 45, 90, 135, 180)   # VIPeR's viewpoint angles, the second part of its names
+PER_CLASS = 4        # toy VehicleID / CUB pictures of an identity, per --images_per_camera
+VEHICLEID_THIRDS = {800: 1, 1600: 2, 2400: 3}   # the toy's test lists: the first third, two thirds, all
+
+
+def drawn_shots(dataset, seed, images_per_camera, rng, identities):
+    """The pictures of a toy VIPeR, VehicleID or CUB-200-2011 (``identities``: (training, test) numbers).
+    Each shot's ``folder`` is its folder under the release root."""
+    train, test = identities
+    shots = []
+    if dataset == "viper":   # every person once in each camera; prepare.py draws the halves
+        for pid in sorted(train + test):
+            for camid, folder in ((1, "cam_a"), (2, "cam_b")):
+                angle = int(rng.choice(VIPER_ANGLES))
+                shots.append(Shot(folder, f"{pid:03d}_{angle}.bmp", pid, camid, (seed, 3, pid, camid)))
+        return shots
+    image = 0
+    for pid in sorted(train + test):
+        for index in range(PER_CLASS * images_per_camera + int(rng.integers(-1, 2))):
+            image += int(rng.integers(1, 40))   # image numbers with gaps, as a release's are
+            camid = int(rng.integers(1, 3))
+            if dataset == "vehicleid":
+                shots.append(Shot("image", f"{image:07d}.jpg", pid, camid, (seed, 3, pid, index)))
+            else:
+                name = f"Toy_Bird_{pid:03d}"
+                shots.append(Shot(f"images/{pid:03d}.{name}", f"{name}_{index + 1:04d}_{image:06d}.jpg", pid, camid,
+                                  (seed, 3, pid, index)))
+    return shots
+
+
+def drawn_lists(dataset, shots, test):
+    """{list file under the root: text} of a toy VehicleID or CUB-200-2011 (``test``: the test identities)."""
+    if dataset == "vehicleid":
+        line = lambda shot: f"{shot.filename[:-4]} {shot.pid}\n"   # noqa: E731
+        tested = sorted(test)
+        lists = {"attribute/img2vid.txt": "".join(map(line, shots)),
+                 "train_test_split/train_list.txt": "".join(line(s) for s in shots if s.pid not in test)}
+        for size, thirds in VEHICLEID_THIRDS.items():
+            chosen = set(tested[:max(1, len(tested) * thirds // 3)])
+            lists[f"train_test_split/test_list_{size}.txt"] = "".join(line(s) for s in shots if s.pid in chosen)
+        return lists
+    if dataset == "cub":
+        ordered = sorted(shots, key=lambda shot: (shot.folder, shot.filename))
+        paths = [f"{shot.folder[len('images/'):]}/{shot.filename}" for shot in ordered]
+        return {"images.txt": "".join(f"{n} {path}\n" for n, path in enumerate(paths, 1)),
+                "image_class_labels.txt": "".join(f"{n} {shot.pid}\n" for n, shot in enumerate(ordered, 1)),
+                "train_test_split.txt": "".join(f"{n} {n % 2}\n" for n in range(1, len(ordered) + 1)),
+                "classes.txt": "".join(f"{pid} {pid:03d}.Toy_Bird_{pid:03d}\n" for pid in sorted({s.pid for s in shots}))}
+    return {}
