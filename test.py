@@ -7,7 +7,9 @@ Usage:
 
 Reads:  model/NAME/opts.yaml and model/NAME/net_<epoch>.pth (written by train.py, or by layumi's
         original train.py), and TEST_DIR/{query,gallery[,multi-query]}/<pid>/*.jpg (written by prepare.py).
-Writes: pytorch_result.mat (--output): gallery_f float32 [Ng, D], gallery_label / gallery_cam int64 [1, Ng],
+Writes: with --attack odfa also OUTPUT_odfa.mat: the same gallery, and the features of the queries after
+        the attack (then evaluated like the first);
+        pytorch_result.mat (--output): gallery_f float32 [Ng, D], gallery_label / gallery_cam int64 [1, Ng],
         query_f, query_label, query_cam, and provenance (model_name, which_epoch, opts, created, run_id);
         with --multi also the multi-query features (mquery_f mquery_label mquery_cam) beside it:
         multi_query.mat for the default --output, else OUTPUT_multi_query.mat; then evaluates;
@@ -33,7 +35,7 @@ import torch
 
 import model as models
 import utils
-from reid import acceleration, datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs
+from reid import acceleration, attacks, datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs
 from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
                            save_features)
 from utils import UserError
@@ -59,6 +61,11 @@ def build_parser():
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="extract with PyTorch, or with ONNX Runtime from the graph export.py wrote")
     p.add_argument("--onnx", default=None, help="--backend onnxruntime: the graph (default model/NAME/model.onnx)")
+    p.add_argument("--attack", choices=["none", "odfa"], default="none",
+                   help="odfa: also attack every query (reid/attacks.py, Wang et al., IJCV 2022) and write the "
+                        "gallery with the attacked queries' features to OUTPUT_odfa.mat, then evaluate it")
+    p.add_argument("--epsilon", type=float, default=attacks.RATE,
+                   help="--attack: the most a pixel may move, in levels of 255 (layumi's 16)")
     p.add_argument("--fp16", action="store_true", help="float16 autocast on CUDA (also taken from opts.yaml)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA (also taken from opts.yaml)")
     return p
@@ -93,7 +100,9 @@ def record_result(args, lines):
     """Append the scores to model/NAME/result.txt, with what produced them."""
     with open(os.path.join(runs.run_dir(args.name), "result.txt"), "a") as handle:
         handle.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} epoch {args.which_epoch} test_dir {args.test_dir}"
-                     f" ms {args.ms}{' multi' if args.multi else ''}\n" + "\n".join(lines) + "\n")
+                     f" ms {args.ms}{' multi' if args.multi else ''}"
+                     f"{f' queries attacked by odfa {args.epsilon:g}' if getattr(args, 'attacked', False) else ''}\n"
+                     + "\n".join(lines) + "\n")
 
 
 @utils.cli_main
@@ -105,6 +114,8 @@ def main(argv=None):
         parser.error("--batchsize must be at least 1 and --num_workers at least 0")
     if args.backend == "onnxruntime" and scales != [1.0]:
         parser.error("--backend onnxruntime extracts at --ms 1 only (the exported graph's scale)")
+    if args.attack != "none" and (args.backend != "torch" or args.epsilon <= 0):
+        parser.error("--attack needs --backend torch (the gradient of the network) and a positive --epsilon")
     files.output_file(args.output, "--output", "pytorch_result.mat")   # before any work, not after the features are extracted
     run_dir, overrides = runs.run_dir(args.name), model_overrides(parser, argv)
     options, saved = models.trained_options(run_dir, overrides)
@@ -134,8 +145,20 @@ def main(argv=None):
                 feature_store(scratch)).numpy() for split in splits}
         finally:
             distributed.stop(world)
-        if world.main:   # one process writes and evaluates
-            return write_and_evaluate(args, options, data, features, device, acceleration.kernel_set(device))
+        if not world.main:   # one process writes and evaluates
+            return None
+        written = write_and_evaluate(args, options, data, features, device, acceleration.kernel_set(device))
+        if args.attack == "odfa":
+            attacked = {**features, "query": attacks.attacked_features(
+                net, data["query"][0], device, args.batchsize, args.epsilon, scales, args.num_workers).numpy()}
+            attacked_args = argparse.Namespace(**{**vars(args), "output": attacks.attacked_path(args.output),
+                                                  "multi": False, "attacked": True})
+            print(f"queries attacked by ODFA, each pixel within {args.epsilon:g} levels:")
+            write_and_evaluate(attacked_args, {**options, "attack": f"odfa {args.epsilon:g}"}, data, attacked, device,
+                               acceleration.kernel_set(device))
+            print(f"how far the ranking fell: python evaluate_gpu.py --mat {args.output} --compare "
+                  f"{attacked_args.output}")
+        return written
 
 
 def write_and_evaluate(args, options, data, features, device, extracted_with):

@@ -58,6 +58,29 @@ def odfa(net, images, rate=RATE):
     return current.detach()
 
 
+def attacked_features(net, dataset, device, batchsize, rate=RATE, scales=(1.0,), num_workers=0, desc="odfa"):
+    """test.py --attack odfa: the L2-normalised test features (float32, CPU) of ODFA copies of every picture of
+    ``dataset`` (uint8 pictures, ``reid.pipeline.ResizedPictures``), each attacked within ``rate`` levels."""
+    from tqdm import tqdm
+
+    from reid import extraction, pipeline
+
+    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers)
+    constants, rows = pipeline.imagenet_constants(device), []
+    for pixels, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+        adversarial = odfa(net, pipeline.normalise_pixels(pixels.to(device), constants), rate)
+        with torch.no_grad():
+            rows.append(extraction.picture_features(net, adversarial, scales, None).cpu())
+    return torch.cat(rows)
+
+
+def attacked_path(output):
+    """Where test.py --attack odfa writes its .mat: ``<stem>_odfa.mat`` beside --output."""
+    import os
+
+    return f"{os.path.splitext(output)[0]}_odfa.mat"
+
+
 def adversarial_term(weight, every, criterion):
     """--adv R --aiter N, as layumi's train.py: every N-th step of an epoch, the batch's ODFA copies are
     classified too and their cross-entropy, times R, is added to the loss. ``weight`` 0: no term.

@@ -74,3 +74,25 @@ def test_adversarial_training_runs_and_test_reads_the_run(prepared_market, in_tm
     assert code == 0 and "Rank@1:" in out, err
     code, _, err = run_cli(train.main, ["--name", "bad", "--data_dir", str(prepared_market), "--aiter", "0"], capsys)
     assert code == 2 and "--aiter 0 must be at least 1" in err
+
+
+def test_test_py_attacks_the_queries_and_writes_their_own_mat(prepared_market, trained_workdir, tmp_path, monkeypatch,
+                                                             capsys):
+    import evaluate_gpu
+    from reid.features import load_features
+
+    monkeypatch.chdir(trained_workdir)
+    output = tmp_path / "clean.mat"
+    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
+                                           "--num_workers", "0", "--output", output, "--attack", "odfa",
+                                           "--epsilon", "8"], capsys)
+    assert code == 0 and "queries attacked by ODFA, each pixel within 8 levels:" in out, err
+    clean, attacked = load_features(str(output)), load_features(str(tmp_path / "clean_odfa.mat"))
+    assert (clean["gallery_f"] == attacked["gallery_f"]).all() and (clean["query_label"] == attacked["query_label"]).all()
+    turned = (clean["query_f"] * attacked["query_f"]).sum(1)   # cosine of each query's clean and attacked feature
+    assert turned.mean() < 0.9 and len([line for line in out.splitlines() if line.startswith("Rank@1:")]) == 2
+    code, out, err = run_cli(evaluate_gpu.main, ["--gpu_ids", "-1", "--mat", output, "--compare",
+                                                 tmp_path / "clean_odfa.mat"], capsys)
+    assert code == 0 and "B = " in out, err
+    code, _, err = run_cli(stage4.main, ["--name", "toy", "--attack", "odfa", "--backend", "onnxruntime"], capsys)
+    assert code == 2 and "--attack needs --backend torch" in err
