@@ -3,6 +3,7 @@
 Usage (after bash scripts/practical.sh has made data/Market/pytorch):
     python benchmarks/recipes.py --data_dir data/Market/pytorch --seeds 0 1 2
     python benchmarks/recipes.py --recipes baseline pk triplet arcface      # a few rows only
+    python benchmarks/recipes.py --recipes baseline adv --attack            # robustness to ODFA queries
     python benchmarks/recipes.py --data_dir data/Market/pytorch lab/Market/pytorch --recipes baseline fast
         # several sets, e.g. drawn with toy_data.py --size 64x128 --nuisance 1.6 --clutter 8 --train_ids 60
 
@@ -42,6 +43,7 @@ PRACTICAL = ["--backbone", "mobilenet_v3", "--no_pretrained", "--lr", "0.01", "-
 # "fast" was the practical's recipe until it proved to sit on the edge of stability (docs/training.md)
 RECIPES = {"baseline": [], "fast": ["--lr", "0.02", "--warm_epoch", "1"], "slow": ["--lr", "0.005"],
            "bot": ["--recipe", "bot"], "bot_k2": ["--recipe", "bot", "--num_instances", "2"], "pk": PK,
+           "adv": ["--adv", "1"],   # layumi's adversarial training, R = 1 every 10 steps: judge it with --attack
            # each metric loss on top of the cross-entropy, all with the P x K sampler so that row "pk" is their reference
            **{loss: PK + [f"--{loss}"] for loss in metric_learning.LOSSES}}
 
@@ -54,6 +56,9 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random seeds")
     p.add_argument("--total_epoch", type=int, default=15, help="the budget, the same for every recipe")
     p.add_argument("--batchsize", type=int, default=32, help="pictures per batch, the same for every recipe")
+    p.add_argument("--attack", action="store_true",
+                   help="also test every run with its queries attacked by ODFA (test.py --attack odfa): a column of "
+                        "the mAP under attack, and the paired comparison of it")
     p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES),
                    help="rows of the table: baseline (the practical's: lr 0.01, 3 warm-up epochs), fast (lr 0.02, "
                         "1 warm-up epoch), slow (lr 0.005), bot, bot_k2 (bot with 2 pictures per identity), pk (cross-entropy with the "
@@ -78,9 +83,10 @@ def run(recipe, data_set, data_dir, seed, args):
     output = StringIO()
     with redirect_stdout(output):
         stage4.main(["--gpu_ids", "-1", "--name", name, "--test_dir", data_dir, "--output",
-                     os.path.join(runs.run_dir(name), "result.mat")])
-    rank1, mAP = re.search(r"Rank@1:([\d.]+) .* mAP:([\d.]+)", output.getvalue()).groups()
-    return float(rank1), float(mAP), chance_rank1(os.path.join(runs.run_dir(name), "result.mat"))
+                     os.path.join(runs.run_dir(name), "result.mat")] + (["--attack", "odfa"] if args.attack else []))
+    scores = re.findall(r"Rank@1:([\d.]+) .* mAP:([\d.]+)", output.getvalue())   # clean, then attacked
+    attacked = float(scores[1][1]) if args.attack else float("nan")
+    return float(scores[0][0]), float(scores[0][1]), chance_rank1(os.path.join(runs.run_dir(name), "result.mat")), attacked
 
 
 def chance_rank1(path):
@@ -97,15 +103,17 @@ def unseen_and_val(name):
     return float(last.get("unseen_mAP") or "nan"), float(last["val_acc"])
 
 
-def paired_lines(recipes, names, reference):
+def paired_lines(recipes, names, reference, result="result.mat"):
     """Each recipe against ``reference`` on the same queries, run by run (evaluate_gpu.py --compare's
-    paired bootstrap): is the difference in mAP beyond what the choice of queries explains?"""
+    paired bootstrap): is the difference in mAP beyond what the choice of queries explains? ``result``:
+    the runs' clean features, or result_odfa.mat (attacked queries)."""
     evaluation = argparse.Namespace(multi=None, rerank=False, ap="trapezoid")
-    lines = [f"\nmAP against {reference} on the same queries (paired bootstrap, 95 % interval, points):"]
+    under = " under the ODFA attack" if result != "result.mat" else ""
+    lines = [f"\nmAP{under} against {reference} on the same queries (paired bootstrap, 95 % interval, points):"]
     for recipe in recipes:
         verdicts, cells = [], []
         for data_set, seed in names:
-            paths = [os.path.join(runs.run_dir(run_name(r, data_set, seed)), "result.mat") for r in (reference, recipe)]
+            paths = [os.path.join(runs.run_dir(run_name(r, data_set, seed)), result) for r in (reference, recipe)]
             with redirect_stdout(StringIO()):
                 difference = intervals.compare_runs(*paths, evaluation, seed=seed)[3]["mAP"]
             verdicts.append(difference.verdict)
@@ -126,15 +134,16 @@ def report(args, sets, results, held_out):
     print(f"\nmobilenet_v3, random init, {args.total_epoch} epochs, batch {args.batchsize}, seeds {args.seeds}"
           + "".join(f"\n  {label or 'the set'}: {path}" for label, path in sets))
     print(f"{'recipe':<10}{'Rank@1 (%), 95% interval':>28}{'worst / chance':>16}{'mAP (%)':>14}{'unseen mAP':>12}"
-          f"{'val acc':>9}   per run (Rank@1 / mAP)")
+          f"{'val acc':>9}{'attacked mAP':>14}   per run (Rank@1 / mAP)")
     for recipe, scores in results.items():
         values, chosen_by = 100 * np.array(scores), 100 * held_out[recipe]
         mean, low, high = mean_interval(values[:, 0])
         worst = values[:, 0].argmin()
         print(f"{recipe:<10}{mean:>10.1f} ({low:.1f} to {high:.1f}) ± {values[:, 0].std():<4.1f}"
               f"{values[worst, 0]:>8.1f} / {values[worst, 2]:<5.1f}{values[:, 1].mean():>8.1f} ± {values[:, 1].std():<4.1f}"
-              f"{chosen_by[:, 0].mean():>10.1f}{chosen_by[:, 1].mean():>9.1f}   "
-              + ", ".join(f"{r:.1f}/{m:.1f}" for r, m, _ in values))
+              f"{chosen_by[:, 0].mean():>10.1f}{chosen_by[:, 1].mean():>9.1f}"
+              f"{values[:, 3].mean():>8.1f} ± {values[:, 3].std():<4.1f}   "
+              + ", ".join(f"{r:.1f}/{m:.1f}" for r, m, *_ in values))
 
 
 def main(argv=None):
@@ -147,7 +156,9 @@ def main(argv=None):
                 for recipe in args.recipes}
     report(args, [(label.rstrip("_"), path) for label, path in sets], results, held_out)
     reference = "baseline" if "baseline" in args.recipes else args.recipes[0]
-    for line in paired_lines([r for r in args.recipes if r != reference], names, reference):
+    others = [r for r in args.recipes if r != reference]
+    for line in paired_lines(others, names, reference) + (paired_lines(others, names, reference, "result_odfa.mat")
+                                                          if args.attack else []):
         print(line)
 
 

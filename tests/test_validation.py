@@ -225,9 +225,12 @@ def test_recipes_benchmark_compares_each_recipe_with_the_baseline(held_out_marke
 
     monkeypatch.chdir(tmp_path)
     recipes.main(["--data_dir", str(held_out_market), "--seeds", "0", "1", "--total_epoch", "1", "--batchsize", "8",
-                  "--recipes", "baseline", "bot_k2"])
+                  "--recipes", "baseline", "bot_k2", "--attack"])
     out = capsys.readouterr().out
-    assert "unseen mAP" in out and "val acc" in out
+    assert "unseen mAP" in out and "val acc" in out and "attacked mAP" in out
+    attacked_row = out.split("under the ODFA attack")[1].splitlines()[1]
+    assert attacked_row.startswith("bot_k2") and "better in" in attacked_row
+    assert os.path.exists("model/recipe_bot_k2_seed1/result_odfa.mat")
     row = next(line for line in out.splitlines() if line.startswith("bot_k2") and "better in" in line)
     verdicts = re.search(r"better in (\d) of 2, worse in (\d), within noise in (\d)", row).groups()
     assert sum(map(int, verdicts)) == 2
