@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 import utils
-from reid import features, files, images, metrics, runs, validation
+from reid import features, files, images, metrics, re_ranking, runs, validation
 from reid.datasets import PREPARED_MANIFEST
 from reid.pictures import draw_strip, query_strip, query_title
 from utils import UserError
@@ -39,7 +39,8 @@ def build_parser():
     p.add_argument("--query_index", type=int, default=0, help="which query to show (0-based, in test.py's order)")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder test.py read")
     p.add_argument("--mat", default="pytorch_result.mat", help="features written by test.py")
-    p.add_argument("--rerank", action="store_true", help="rank with k-reciprocal re-ranking (default k1 20, k2 6)")
+    p.add_argument("--rerank", nargs="?", const="kreciprocal", default=None, choices=list(re_ranking.METHODS),
+                   help="rank after re-ranking: kreciprocal (k1 20, k2 6; a bare --rerank) or gnn (k1 26, k2 7)")
     p.add_argument("--topk", type=int, default=10, help="gallery pictures to show")
     p.add_argument("--out", default=None, help="picture to write (default show.png; own photo: search.png), "
                                                "or the report folder (report/)")
@@ -84,8 +85,7 @@ def load_run(args):
     result["gallery_paths"] = picture_paths(args.test_dir, "gallery", len(result["gallery_f"]))
     scores = None
     if args.rerank:
-        from reid.re_ranking import re_ranking
-        scores = -re_ranking(result["query_f"], result["gallery_f"])
+        scores = re_ranking.reranked_scores(args.rerank, result["query_f"], result["gallery_f"])
     result["scores"] = scores
     result["metrics"] = metrics.evaluate(result["query_f"], result["query_label"], result["query_cam"],
                                               result["gallery_f"], result["gallery_label"], result["gallery_cam"],

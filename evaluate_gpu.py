@@ -5,6 +5,7 @@ Usage:
     python evaluate_gpu.py --mat pytorch_result.mat --ap standard
     python evaluate_gpu.py --multi                           # Market multi-query, reads multi_query.mat
     python evaluate_gpu.py --rerank --k1 20 --k2 6 --lambda_value 0.3
+    python evaluate_gpu.py --rerank gnn                        # GNN re-ranking (k1 26, k2 7)
     python evaluate_gpu.py --mat a.mat --compare b.mat        # is run B better than run A, beyond noise?
     python evaluate_gpu.py --protocols                       # the same features under every convention
 
@@ -33,7 +34,7 @@ A correct run prints:
       EER 0.075 at threshold 0.5139  AUC 0.9764
 """
 import utils
-from reid import features, intervals, protocols, verification
+from reid import features, intervals, protocols, re_ranking, verification
 from reid.metrics import add_ap_argument, evaluate, query_features, run, summary_lines  # noqa: F401  (evaluate: course code imports it from here)
 
 
@@ -44,10 +45,7 @@ def build_parser():
     p.add_argument("--multi", nargs="?", const="", default=None, metavar="MAT",
                    help="Market multi-query with the features in MAT (written by test.py --multi; "
                         "default: multi_query.mat beside pytorch_result.mat, else MAT-stem_multi_query.mat)")
-    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
-    p.add_argument("--k1", type=int, default=20, help="re-ranking: k of the k-reciprocal neighbours")
-    p.add_argument("--k2", type=int, default=6, help="re-ranking: neighbours averaged in query expansion")
-    p.add_argument("--lambda_value", type=float, default=0.3, help="re-ranking: weight of the original distance")
+    re_ranking.add_arguments(p)
     p.add_argument("--bootstrap", type=int, default=intervals.DRAWS,
                    help="resamples of the queries for the 95%% intervals (0: no interval)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
@@ -62,7 +60,7 @@ def build_parser():
 
 
 def check_args(parser, args):
-    if args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1:
+    if (args.k1 or 1) < 1 or (args.k2 or 1) < 1 or not 0 <= args.lambda_value <= 1:
         parser.error("--k1 and --k2 must be >= 1 and --lambda_value within [0, 1]")
     if args.bootstrap < 0 or args.bootstrap == 1:
         parser.error("--bootstrap must be 0 (no interval) or at least 2 resamples")

@@ -4,7 +4,8 @@
 (sort the whole gallery, drop junk, trapezoid AP, all queries in the denominator).
 ``torchreid_style`` follows torchreid's eval_market1501 (sort, drop same pid + camera, plain AP,
 valid queries in the denominator); junk pid -1 is dropped from the gallery first, as torchreid's
-Market-1501 loader does. ``dense_re_ranking`` is k-reciprocal re-ranking with full N x N matrices.
+Market-1501 loader does. ``dense_re_ranking`` is k-reciprocal re-ranking with full N x N matrices;
+``dense_gnn_reranking`` GNN re-ranking likewise.
 ``bootstrap_loop`` resamples queries one draw at a time; ``sorted_pairs_tpr`` sorts every pair's score.
 They are slow on purpose: the fast code (reid/metrics.py, re_ranking.py, intervals.py, verification.py)
 is checked against them or timed against them.
@@ -87,6 +88,29 @@ def dense_re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3):
         jaccard[i] = 1 - overlap / (2.0 - overlap)
     final = jaccard * (1 - lambda_value) + dist[:n_query] * lambda_value
     return final[:, n_query:]
+
+
+def dense_gnn_reranking(q_feats, g_feats, k1=26, k2=7, lambda_value=0.3):
+    """GNN re-ranking (Zhang et al. 2020) as its code computes it: a dense N x N adjacency, each propagation
+    one node at a time, in float64."""
+    feats = np.concatenate([q_feats, g_feats]).astype(np.float64)
+    n_query, n_all = len(q_feats), len(feats)
+    cosine = feats @ feats.T
+    rank = np.argsort(-cosine, axis=1, kind="stable")[:, :k1]
+    weight = np.take_along_axis(cosine, rank, axis=1) ** 2
+    adjacency = np.zeros((n_all, n_all))
+    for i in range(n_all):
+        adjacency[i, rank[i]] = 1
+    if k2 != 1:
+        for _ in range(2):
+            adjacency = adjacency + adjacency.T
+            spread = np.zeros_like(adjacency)
+            for i in range(n_all):
+                for j in range(k2):
+                    spread[i] += weight[i, j] * adjacency[rank[i, j]]
+            adjacency = spread / np.linalg.norm(spread, axis=1, keepdims=True)
+    graph = adjacency[:n_query] @ adjacency[n_query:].T
+    return (1 - lambda_value) * graph + lambda_value * cosine[:n_query, n_query:]
 
 
 def bootstrap_loop(ap, draws, seed=0):

@@ -246,8 +246,8 @@ def run(args, result, device, pairs=False):
     query = query_features(args, result, print)
     scores = None
     if args.rerank:
-        from reid.re_ranking import re_ranking
-        scores = -re_ranking(query, result["gallery_f"], args.k1, args.k2, args.lambda_value, device=device)
+        from reid.re_ranking import reranked_scores
+        scores = reranked_scores(args.rerank, query, result["gallery_f"], args.k1, args.k2, args.lambda_value, device)
     same_pass = pairs and scores is None and not args.multi
     metrics = evaluate(query, result["query_label"], result["query_cam"], result["gallery_f"], result["gallery_label"],
                        result["gallery_cam"], ap=args.ap, scores=scores, device=device, pairs=same_pass)

@@ -7,7 +7,7 @@ Papers and repositories print "Rank@1" and "mAP" for numbers computed under diff
 * the denominator: all queries, or only those whose person is in the gallery from another camera;
 * the same-camera junk rule: the protocol removes the query's person seen by the query's own camera;
   retrieval code written without it counts those pictures as (easy) correct matches;
-* k-reciprocal re-ranking and its (k1, k2, lambda).
+* re-ranking (k-reciprocal or GNN) and its (k1, k2, lambda).
 
 ``protocol_table`` scores one set of features under each row of PROTOCOLS, so that a student sees how
 far apart the conventions put the same model.
@@ -25,7 +25,7 @@ class Protocol:
     ap: str                                            # the AP formula: trapezoid or standard
     denominator: str                                   # "all" queries, or "valid" ones (with a correct match)
     same_camera_junk: bool                             # the query's person seen by its own camera is removed
-    rerank: Optional[Tuple[int, int, float]]           # (k1, k2, lambda) of k-reciprocal re-ranking, or None
+    rerank: Optional[Tuple[str, int, int, float]]      # (method, k1, k2, lambda) of re-ranking, or None
     used_by: str
 
 
@@ -35,9 +35,10 @@ PROTOCOLS = (
     Protocol("trapezoid", "valid", True, None, "(the denominator alone changed)"),
     Protocol("standard", "valid", True, None, "torchreid, fast-reid, reid-strong-baseline; --ap standard"),
     Protocol("standard", "valid", False, None, "retrieval code written without the re-ID protocol"),
-    Protocol("trapezoid", "all", True, (20, 6, 0.3), "the re-ranking paper's code, layumi; --rerank"),
-    Protocol("standard", "valid", True, (20, 6, 0.3), "reid-strong-baseline, torchreid, fast-reid re-ranking"),
-    Protocol("standard", "valid", True, (50, 15, 0.3), "TransReID's evaluator (R1_mAP_eval)"),
+    Protocol("trapezoid", "all", True, ("kreciprocal", 20, 6, 0.3), "the re-ranking paper's code, layumi; --rerank"),
+    Protocol("standard", "valid", True, ("kreciprocal", 20, 6, 0.3), "reid-strong-baseline, torchreid, fast-reid re-ranking"),
+    Protocol("standard", "valid", True, ("kreciprocal", 50, 15, 0.3), "TransReID's evaluator (R1_mAP_eval)"),
+    Protocol("trapezoid", "all", True, ("gnn", 26, 7, 0.3), "the GNN re-ranking paper's code, layumi; --rerank gnn"),
 )
 
 
@@ -51,16 +52,17 @@ def scores_under(protocol, per_query):
 def protocol_table(query, result, device="cpu"):
     """[(Protocol, Rank@1, mAP)] for every row of PROTOCOLS; a re-ranking row whose k1 does not fit the
     gallery gets NaN. ``query``: the query features to score (multi-query ones, if asked)."""
-    from reid.re_ranking import re_ranking
+    from reid.re_ranking import reranked_scores
 
     gallery = result["gallery_f"]
     evaluations, reranked, rows = {}, {}, []
     for protocol in PROTOCOLS:
-        if protocol.rerank and protocol.rerank[0] >= len(gallery):
+        if protocol.rerank and protocol.rerank[1] >= len(gallery):
             rows.append((protocol, float("nan"), float("nan")))
             continue
         if protocol.rerank and protocol.rerank not in reranked:
-            reranked[protocol.rerank] = -re_ranking(query, gallery, *protocol.rerank, device=device)
+            reranked[protocol.rerank] = reranked_scores(*protocol.rerank[:1], query, gallery, *protocol.rerank[1:],
+                                                        device=device)
         key = (protocol.ap, protocol.same_camera_junk, protocol.rerank)
         if key not in evaluations:
             evaluations[key] = evaluate(query, result["query_label"], result["query_cam"], gallery,
@@ -74,11 +76,12 @@ def protocol_table(query, result, device="cpu"):
 def table_lines(rows):
     """The printed table, in percent, with a header and the sentence that says how to read it."""
     lines = ["the same features under each convention (Rank@1 and mAP in %):",
-             f"{'AP':<10}{'queries':<9}{'same-camera':<13}{'re-ranking':<18}{'Rank@1':>7}{'mAP':>7}   used by"]
+             f"{'AP':<10}{'queries':<9}{'same-camera':<13}{'re-ranking':<22}{'Rank@1':>7}{'mAP':>7}   used by"]
     for protocol, rank1, mAP in rows:
-        rerank = "none" if protocol.rerank is None else "k1 %d k2 %d λ %.1f" % protocol.rerank
+        rerank = "none" if protocol.rerank is None else "%s k1 %d k2 %d λ %.1f" % (
+            ("gnn" if protocol.rerank[0] == "gnn" else "k-rec"), *protocol.rerank[1:])
         junk = "junk" if protocol.same_camera_junk else "correct"
         figures = "".join("%7s" % ("n/a" if np.isnan(v) else f"{100 * v:.1f}") for v in (rank1, mAP))
-        lines.append(f"{protocol.ap:<10}{protocol.denominator:<9}{junk:<13}{rerank:<18}{figures}   {protocol.used_by}")
+        lines.append(f"{protocol.ap:<10}{protocol.denominator:<9}{junk:<13}{rerank:<22}{figures}   {protocol.used_by}")
     lines.append("rows differ by convention, not by model: compare a number only with one from the same row")
     return lines

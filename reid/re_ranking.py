@@ -158,3 +158,28 @@ def re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3, device="cpu"):
         jaccard = jaccard_block(v[start:stop], gallery_columns, n_gallery)
         final[start:stop] = jaccard * (1 - lambda_value) + original * lambda_value
     return final
+
+
+METHODS = {"kreciprocal": (20, 6), "gnn": (26, 7)}   # --rerank METHOD: its paper's k1 and k2 for Market-1501
+
+
+def add_arguments(parser):
+    """evaluate_gpu.py's and demo.py's --rerank [METHOD] --k1 --k2 --lambda_value."""
+    parser.add_argument("--rerank", nargs="?", const="kreciprocal", default=None, choices=list(METHODS),
+                        help="re-rank: kreciprocal (Zhong et al. 2017; the default of a bare --rerank) or gnn "
+                             "(Zhang et al. 2020, layumi's GPU-Re-Ranking)")
+    parser.add_argument("--k1", type=int, default=None, help="re-ranking: neighbours (kreciprocal 20, gnn 26)")
+    parser.add_argument("--k2", type=int, default=None,
+                        help="re-ranking: neighbours of the query expansion or propagation (kreciprocal 6, gnn 7)")
+    parser.add_argument("--lambda_value", type=float, default=0.3, help="re-ranking: weight of the original score")
+
+
+def reranked_scores(method, q_feats, g_feats, k1=None, k2=None, lambda_value=0.3, device="cpu"):
+    """Query x gallery scores after re-ranking by ``method`` (larger = better); k1/k2 None: its paper's."""
+    k1 = METHODS[method][0] if k1 is None else k1
+    k2 = METHODS[method][1] if k2 is None else k2
+    if method == "gnn":
+        from reid.gnn_reranking import gnn_reranking
+
+        return gnn_reranking(q_feats, g_feats, k1, k2, lambda_value, device=device)
+    return -re_ranking(q_feats, g_feats, k1, k2, lambda_value, device=device)

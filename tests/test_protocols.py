@@ -51,9 +51,11 @@ def test_each_row_equals_an_independent_computation():
     for k1, k2, lam in ((20, 6, 0.3), (50, 15, 0.3)):
         scores = -reference.dense_re_ranking(data[0], data[3], k1, k2, lam)
         cmc, mAP, _ = reference.torchreid_style(*data, scores=scores)
-        assert rows["standard", "valid", True, (k1, k2, lam)] == pytest.approx((cmc[0], mAP), abs=1e-6)
+        assert rows["standard", "valid", True, ("kreciprocal", k1, k2, lam)] == pytest.approx((cmc[0], mAP), abs=1e-6)
     cmc, mAP = reference.layumi_style(*data, scores=-reference.dense_re_ranking(data[0], data[3], 20, 6, 0.3))
-    assert rows["trapezoid", "all", True, (20, 6, 0.3)] == pytest.approx((cmc[0], mAP), abs=1e-6)
+    assert rows["trapezoid", "all", True, ("kreciprocal", 20, 6, 0.3)] == pytest.approx((cmc[0], mAP), abs=1e-6)
+    cmc, mAP = reference.layumi_style(*data, scores=reference.dense_gnn_reranking(data[0], data[3], 26, 7, 0.3))
+    assert rows["trapezoid", "all", True, ("gnn", 26, 7, 0.3)] == pytest.approx((cmc[0], mAP), abs=1e-6)
 
 
 def test_the_junk_rule_makes_same_camera_matches_count():
@@ -65,7 +67,7 @@ def test_the_junk_rule_makes_same_camera_matches_count():
             for p, r1, mAP in protocols.protocol_table(query, data) if p.ap == "standard"}
     assert rows["all", True, None] == (0.0, 0.0)          # the protocol: no correct match, scores 0
     assert rows["valid", False, None] == (1.0, 1.0)       # without it: found at rank 1
-    assert np.isnan(rows["valid", True, (20, 6, 0.3)][0])  # k1 20 does not fit a 2-picture gallery
+    assert np.isnan(rows["valid", True, ("kreciprocal", 20, 6, 0.3)][0])  # k1 20 does not fit a 2-picture gallery
 
 
 def test_protocols_command_prints_the_table(tmp_path, capsys):
@@ -75,5 +77,5 @@ def test_protocols_command_prints_the_table(tmp_path, capsys):
     start = lines.index("the same features under each convention (Rank@1 and mAP in %):")
     table = lines[start + 2:start + 2 + len(protocols.PROTOCOLS)]
     assert code == 0 and table[0].startswith("trapezoid all      junk         none   ")
-    assert "this project's default" in table[0] and "TransReID" in table[-1]
+    assert "this project's default" in table[0] and "TransReID" in table[-2] and "--rerank gnn" in table[-1]
     assert lines[start + 2 + len(protocols.PROTOCOLS)].startswith("rows differ by convention, not by model")
