@@ -3,6 +3,7 @@
 Usage:
     python demo.py --query_index 7 --test_dir data/Market/pytorch            # -> show.png
     python demo.py --query_index 7 --test_dir data/Market/pytorch --rerank --topk 5 --out q7.png
+    python demo.py --query_index 7 --test_dir data/Market/pytorch --heatmap --name toy_mobilenet   # where matches come from
     python demo.py --name toy_mobilenet --query_image me.jpg --gallery_dir crops/   # own photo -> search.png
     python demo.py --name toy_mobilenet --gallery_dir data/Market/pytorch/gallery \
         --query_image "$(ls data/Market/pytorch/query/*/*.jpg | head -1)"          # the same, on the toy set
@@ -45,6 +46,8 @@ def build_parser():
     p.add_argument("--out", default=None, help="picture to write (default show.png; own photo: search.png), "
                                                "or the report folder (report/)")
     p.add_argument("--report", action="store_true", help="write an HTML error-analysis report instead")
+    p.add_argument("--heatmap", action="store_true",
+                   help="draw over each picture where its similarity to the query comes from (Grad-CAM; needs --name)")
     metrics.add_ap_argument(p)
     p.add_argument("--name", default=None, type=runs.run_name, help="own-photo search: the trained run under model/NAME/")
     p.add_argument("--query_image", default=None, help="own-photo search: your picture of a person")
@@ -64,6 +67,9 @@ def check_args(parser, args):
         parser.error("--query_image needs --gallery_dir (pictures to rank) and --name (the trained model)")
     if args.topk < 1:
         parser.error("--topk must be at least 1")
+    if args.heatmap and (args.query_image or not args.name):
+        parser.error("--heatmap draws a test run's ranking with the network that ranked it: pass --name (and the "
+                     "--which_epoch test.py used), without --query_image")
 
 
 def picture_paths(test_dir, split, expected):
@@ -93,13 +99,26 @@ def load_run(args):
     return result
 
 
+def explainer(args):
+    """With --heatmap, ``explain(paths, targets)`` for pictures.query_strip: the run's network's Grad-CAM maps."""
+    if not args.heatmap:
+        return None
+    import model as models
+    from reid import heatmaps
+
+    device, _ = utils.select_device(args.gpu_ids)
+    net, options = models.load_trained(runs.run_dir(args.name), args.which_epoch, device)
+    size = models.get_backbone(options["backbone"]).input_size
+    return lambda paths, targets: heatmaps.strip_maps(net, paths, targets, size, device)
+
+
 def show_query(args):
     result = load_run(args)
     count = len(result["query_f"])
     if not 0 <= args.query_index < count:
         raise UserError(f"--query_index {args.query_index} is outside this test run's queries",
                         f"pass a number from 0 to {count - 1}")
-    canvas, _, ranked = query_strip(result, args.query_index, args.topk)
+    canvas, _, ranked = query_strip(result, args.query_index, args.topk, explainer(args))
     print(query_title(result, args.query_index))
     print(f"  query  {result['query_paths'][args.query_index]}")
     for rank, (gallery_index, score, status) in enumerate(ranked, 1):
@@ -200,7 +219,7 @@ def main(argv=None):
         return search_own_photo(args)
     if args.report:
         from reid import report
-        return report.write_report(load_run(args), args.out or "report", args.topk)
+        return report.write_report(load_run(args), args.out or "report", args.topk, explainer(args))
     return show_query(args)
 
 

@@ -70,8 +70,9 @@ def font(size):
     return ImageFont.load_default(size=size)
 
 
-def draw_strip(query_path, items, title, query_caption="query"):
-    """One row: the query, then (path, caption, status) items; returns the image and each tile's box."""
+def draw_strip(query_path, items, title, query_caption="query", heat=None):
+    """One row: the query, then (path, caption, status) items; returns the image and each tile's box.
+    ``heat``: a map in [0, 1] per tile (reid.heatmaps), drawn over the pictures."""
     width = GAP + (len(items) + 1) * (TILE[0] + GAP) + GAP
     canvas = Image.new("RGB", (width, TITLE + LABEL + TILE[1] + GAP), "white")
     draw = ImageDraw.Draw(canvas)
@@ -81,7 +82,11 @@ def draw_strip(query_path, items, title, query_caption="query"):
     for slot, (path, caption, status) in enumerate(tiles):
         left = GAP + slot * (TILE[0] + GAP) + (GAP if slot else 0)
         top = TITLE + LABEL
-        canvas.paste(open_rgb(path).resize(TILE, Image.BICUBIC), (left, top))
+        picture = open_rgb(path).resize(TILE, Image.BICUBIC)
+        if heat is not None:
+            from reid.heatmaps import overlay
+            picture = overlay(picture, heat[slot])
+        canvas.paste(picture, (left, top))
         box = (left - 4, top - 4, left + TILE[0] + 3, top + TILE[1] + 3)
         draw.rectangle(box, outline=COLOURS[status], width=4)
         for line, text in enumerate(caption.split("\n")[:2]):
@@ -90,13 +95,20 @@ def draw_strip(query_path, items, title, query_caption="query"):
     return canvas, boxes
 
 
-def query_strip(result, index, topk):
-    """The strip for one query of the test run, and the ranked items it shows."""
+def query_strip(result, index, topk, explain=None):
+    """The strip for one query of the test run, and the ranked items it shows. ``explain(paths, targets)``:
+    heatmaps of those pictures against those features (reid.heatmaps): each gallery picture's against the
+    query's feature, the query's against its first-ranked picture's."""
     ranked = ranked_gallery(result, index)[:topk]
     items = [(result["gallery_paths"][g], f"{rank}  {status}\n{score:.3f}", status)
              for rank, (g, score, status) in enumerate(ranked, 1)]
+    heat = None
+    if explain is not None:
+        paths = [result["query_paths"][index]] + [result["gallery_paths"][g] for g, _, _ in ranked]
+        targets = np.stack([result["gallery_f"][ranked[0][0]]] + [result["query_f"][index]] * len(ranked))
+        heat = explain(paths, targets)
     canvas, boxes = draw_strip(result["query_paths"][index], items, query_title(result, index),
-                               query_caption=f"query\nperson {result['query_label'][index]}")
+                               query_caption=f"query\nperson {result['query_label'][index]}", heat=heat)
     return canvas, boxes, ranked
 
 

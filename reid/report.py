@@ -61,13 +61,14 @@ def camera_table(cameras, matrix):
     return f"<table class=matrix><tr><th></th>{head}</tr>{body}</table>"
 
 
-def worst_queries(folder, result, metrics, topk):
-    """Strips of the lowest-AP queries, saved as worst_<index>.png; returns their HTML."""
+def worst_queries(folder, result, metrics, topk, explain=None):
+    """Strips of the lowest-AP queries, saved as worst_<index>.png; returns their HTML. ``explain``: heatmaps
+    over the pictures (pictures.query_strip)."""
     candidates = np.flatnonzero(metrics.valid)
     chosen = candidates[np.argsort(metrics.ap[candidates], kind="stable")][:WORST]
     parts = []
     for index in chosen:
-        canvas, _, _ = query_strip(result, int(index), topk)
+        canvas, _, _ = query_strip(result, int(index), topk, explain)
         canvas.save(os.path.join(folder, f"worst_{index}.png"))
         caption = html.escape(f"query {index} ({os.path.basename(result['query_paths'][index])}): "
                               f"AP {metrics.ap[index]:.3f}")
@@ -142,11 +143,14 @@ def verification_section(folder, result):
             '<div class=plots><img src="roc.png" alt="ROC curve"><img src="scores.png" alt="score distributions"></div>')
 
 
+HEAT_NOTE = (" Over each picture, Grad-CAM of its similarity to the query (the query's: to its first match); red"
+             " marks what makes the pair alike (reid/heatmaps.py).")
 MATRIX_CAMERAS = 32   # more cameras than this get no camera-pair table (a set without real cameras)
 
 
-def write_report(result, folder, topk=10):
-    """Write ``folder``/index.html and its pictures; returns the page's path."""
+def write_report(result, folder, topk=10, explain=None):
+    """Write ``folder``/index.html and its pictures; returns the page's path. ``explain``: heatmaps for the
+    worst queries' strips (demo.py --heatmap)."""
     metrics = result["metrics"]
     os.makedirs(folder, exist_ok=True)
     save_plots(folder, metrics)
@@ -168,8 +172,8 @@ A higher threshold lets fewer different people through (false positives) and mis
 <p>Each cell ranks only the gallery pictures of one camera. Same-camera matches are junk, hence the empty diagonal.</p>
 {matrix_section}
 <h2>The {WORST} worst queries</h2>
-<p>Green: the same person seen by another camera; red: someone else; junk is skipped, as in the evaluation.</p>
-{worst_queries(folder, result, metrics, topk)}
+<p>Green: the same person seen by another camera; red: someone else; junk is skipped, as in the evaluation.{HEAT_NOTE if explain else ""}</p>
+{worst_queries(folder, result, metrics, topk, explain)}
 <h2>Every query</h2><p>Click a column header to sort.</p>
 {query_table(result, metrics)}
 <script>{SCRIPT}</script>
