@@ -1,20 +1,23 @@
-"""Stage 7: export a trained run to ONNX, checked against PyTorch before it is kept.
+"""Stage 7: export a trained run to ONNX or TorchScript, checked against PyTorch before it is kept.
 
 Usage:
     pip install -r requirements-export.txt          # onnx, onnxscript, onnxruntime (optional extras)
     python export.py --name toy_mobilenet
     python export.py --name ft_ResNet50 --which_epoch 60 --output deploy/reid.onnx
+    python export.py --name toy_mobilenet --format torchscript     # model.pt: PyTorch or libtorch alone
 
 Reads:  model/NAME/opts.yaml and net_<epoch>.pth (written by train.py); a few pictures of the run's own
         data_dir/query (else generated ones) for the parity gate.
 Writes: model/NAME/model.onnx (--output): input "pictures" uint8 [N, 3, H, W] (RGB, resized to the run's
         input size), output "features" float32 [N, D], L2-normalised: test.py's feature at --ms 1 (the
         mirror image and the normalisation are inside the graph); N is dynamic.
-The parity gate: ONNX Runtime's feature of each picture must match PyTorch's (cosine >= 0.9999) and
-different pictures must not give the same feature; a graph that fails is not kept.
+--format torchscript writes model/NAME/model.pt instead: the same computation, traced and frozen (each
+BatchNorm after a convolution folded into it).
+The parity gate: the exported file's feature of each picture must match PyTorch's (cosine >= 0.9999) and
+different pictures must not give the same feature; a file that fails is not kept.
 
 A correct run prints:
-    exported model/toy_mobilenet/model.onnx (opset 18, input 256x128, 512-d features, 4.3 MB)
+    exported model/toy_mobilenet/model.onnx (opset 18, 512-d features, input 256x128, 4.3 MB)
     parity on 8 pictures of data/Market/pytorch/query: lowest cosine 1.000000 (>= 0.9999); different
     pictures at most 0.753915 alike in cosine (< 0.99999)
 """
@@ -25,18 +28,22 @@ import torch
 
 import model as models
 import utils
-from reid import files, images, onnx_export, runs
+from reid import files, images, onnx_export, runs, torchscript_export
 from reid.pipeline import ResizedPictures
 from utils import UserError
 
 GATE_PICTURES = 8
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}   # --format: the default file name in model/NAME/
 
 
 def build_parser():
     p = utils.ArgumentParser(prog="export.py", description="Export a trained run to ONNX (stage 7).")
     p.add_argument("--name", default="ft_ResNet50", type=runs.run_name, help="run name: reads model/NAME/")
     p.add_argument("--which_epoch", default="last", help="checkpoint: last, average, or an epoch such as 60")
-    p.add_argument("--output", default=None, help="where to write the graph (default: model/NAME/model.onnx)")
+    p.add_argument("--format", choices=list(FORMATS), default="onnx",
+                   help="onnx: a graph for ONNX Runtime (and TensorRT); torchscript: a frozen TorchScript module with "
+                        "each BatchNorm after a convolution folded into it, for PyTorch or libtorch alone")
+    p.add_argument("--output", default=None, help="where to write it (default: model/NAME/model.onnx or model.pt)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     return p
 
@@ -55,34 +62,47 @@ def gate_pictures(options, size):
     return torch.from_numpy(np.stack(pictures).astype(np.uint8)), "generated pictures"
 
 
+PRODUCERS = {"onnx": onnx_export.produce, "torchscript": torchscript_export.produce}
+
+
+def write_file(args, net, backbone, size, path):
+    """Export in --format to ``path``; returns what to say about a TorchScript file (a line's middle)."""
+    try:
+        if args.format == "torchscript":
+            layers, left = torchscript_export.export(net, size, path)
+            return f"TorchScript, {layers - left} of {layers} BatchNorm layers folded into convolutions"
+        onnx_export.export(net, size, path, args.opset)
+    except Exception as err:   # the exporters' many error types: a backbone they cannot trace
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"backbone {backbone} cannot be exported to {args.format} ({reason})",
+                        "use test.py with PyTorch for this backbone") from None
+    return None   # said once the graph has passed the gate
+
+
 @utils.cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if not 7 <= args.opset <= 23:
         raise UserError(f"--opset {args.opset} is not an ONNX opset this exporter writes", "pass e.g. --opset 18")
-    onnx_export.require_onnx()
+    if args.format == "onnx":
+        onnx_export.require_onnx()
     run_dir = runs.run_dir(args.name)
-    output = args.output or os.path.join(run_dir, "model.onnx")
-    files.output_file(output, "--output", "model.onnx")
+    output = args.output or os.path.join(run_dir, FORMATS[args.format])
+    files.output_file(output, "--output", FORMATS[args.format])
     net, options = models.load_trained(run_dir, args.which_epoch, torch.device("cpu"))
     size = tuple(models.get_backbone(options["backbone"]).input_size)
     pictures, where = gate_pictures(files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py"), size)
     temporary = f"{output}.tmp-{os.getpid()}"
     try:
-        try:
-            onnx_export.export(net, size, temporary, args.opset)
-        except Exception as err:   # the exporter's many error types: a backbone it cannot trace
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"backbone {options['backbone']} cannot be exported to ONNX ({reason})",
-                            "use test.py with PyTorch for this backbone") from None
-        agreement, similar = onnx_export.parity(temporary, net, pictures)
+        written = write_file(args, net, options["backbone"], size, temporary)
+        agreement, similar = onnx_export.parity(PRODUCERS[args.format](temporary), net, pictures)
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    dim = onnx_export.session(output).get_outputs()[0].shape[1]   # the graph's own feature width
-    print(f"exported {output} (opset {args.opset}, input {size[0]}x{size[1]}, {dim}-d features, "
-          f"{os.path.getsize(output) / 2**20:.1f} MB)")
+    if written is None:   # ONNX: the graph's own feature width
+        written = f"opset {args.opset}, {onnx_export.session(output).get_outputs()[0].shape[1]}-d features"
+    print(f"exported {output} ({written}, input {size[0]}x{size[1]}, {os.path.getsize(output) / 2**20:.1f} MB)")
     print(f"parity on {len(pictures)} pictures of {where}: lowest cosine {agreement:.6f} (>= {onnx_export.MIN_COSINE}); "
           f"different pictures at most {similar:.6f} alike in cosine (< {onnx_export.MAX_SIMILAR})")
     return output

@@ -35,7 +35,8 @@ import torch
 
 import model as models
 import utils
-from reid import acceleration, attacks, datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs
+from reid import (acceleration, attacks, datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs,
+                  torchscript_export)
 from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
                            save_features)
 from utils import UserError
@@ -58,9 +59,11 @@ def build_parser():
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     models.add_head_arguments(p, overrides=True)
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="extract with PyTorch, or with ONNX Runtime from the graph export.py wrote")
-    p.add_argument("--onnx", default=None, help="--backend onnxruntime: the graph (default model/NAME/model.onnx)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "torchscript"], default="torch",
+                   help="extract with PyTorch from the checkpoint, or from what export.py wrote: the ONNX graph with "
+                        "ONNX Runtime, or the TorchScript module (export.py --format torchscript)")
+    p.add_argument("--onnx", default=None, help="--backend onnxruntime or torchscript: the exported file "
+                                                "(default model/NAME/model.onnx or model/NAME/model.pt)")
     p.add_argument("--attack", choices=["none", "odfa"], default="none",
                    help="odfa: also attack every query (reid/attacks.py, Wang et al., IJCV 2022) and write the "
                         "gallery with the attacked queries' features to OUTPUT_odfa.mat, then evaluate it")
@@ -79,15 +82,24 @@ def model_overrides(parser, argv):
     return {**overrides, "backbone": backbone} if backbone else overrides
 
 
-def onnx_graph(args, world, size):
-    """The graph --backend onnxruntime reads (an ONNX Runtime session), checked before any work."""
-    onnx_export.require_onnx()
-    path = args.onnx or os.path.join(runs.run_dir(args.name), "model.onnx")
+def exported_file(args, world, size, device):
+    """What --backend onnxruntime or torchscript reads, checked before any work: (run(dataset, split) -> features
+    as NumPy, its path)."""
+    script = args.backend == "torchscript"
+    if not script:
+        onnx_export.require_onnx()
+    path = args.onnx or os.path.join(runs.run_dir(args.name), "model.pt" if script else "model.onnx")
+    again = f"python export.py --name {args.name}" + (" --format torchscript" if script else "")
     if world.distributed:
-        raise UserError("--backend onnxruntime runs in one process", "start test.py without torchrun")
+        raise UserError(f"--backend {args.backend} runs in one process", "start test.py without torchrun")
     if not os.path.isfile(path):
-        raise UserError(f"{path} does not exist", f"export the run first with export.py --name {args.name}")
-    return onnx_export.open_graph(path, size, f"python export.py --name {args.name}"), path
+        raise UserError(f"{path} does not exist", f"export the run first with {again}")
+    if script:
+        module = torchscript_export.load(path, size, device, again)
+        return lambda data, split: torchscript_export.extract(module, data, args.batchsize, device, args.num_workers,
+                                                              split).numpy(), path
+    runner = onnx_export.open_graph(path, size, again)
+    return lambda data, split: onnx_export.extract(runner, data, args.batchsize, args.num_workers, split).numpy(), path
 
 
 def camera_rule(test_dir):
@@ -112,8 +124,8 @@ def main(argv=None):
     scales = extraction.parse_scales(args.ms)
     if args.batchsize < 1 or args.num_workers < 0:
         parser.error("--batchsize must be at least 1 and --num_workers at least 0")
-    if args.backend == "onnxruntime" and scales != [1.0]:
-        parser.error("--backend onnxruntime extracts at --ms 1 only (the exported graph's scale)")
+    if args.backend != "torch" and scales != [1.0]:
+        parser.error(f"--backend {args.backend} extracts at --ms 1 only (the exported file's scale)")
     if args.attack != "none" and (args.backend != "torch" or args.epsilon <= 0):
         parser.error("--attack needs --backend torch (the gradient of the network) and a positive --epsilon")
     files.output_file(args.output, "--output", "pytorch_result.mat")   # before any work, not after the features are extracted
@@ -122,16 +134,15 @@ def main(argv=None):
     spec = models.get_backbone(options["backbone"])
     world = distributed.from_environment()   # under torchrun each process extracts its share of every split
     device, _ = distributed.choose_device(world, args.gpu_ids)
-    graph = onnx_graph(args, world, spec.input_size) if args.backend == "onnxruntime" else None   # before any work
+    graph = exported_file(args, world, spec.input_size, device) if args.backend != "torch" else None   # before any work
     splits = ["gallery", "query"] + (["multi-query"] if args.multi else [])
     data = {split: extraction.split_pictures(args.test_dir, split, spec.input_size) for split in splits}
     options.update({key: bool(getattr(args, key) or saved.get(key)) for key in ("fp16", "bf16")})  # opts.yaml's too
-    if graph:   # the graph holds the network: no checkpoint to load
-        runner, onnx_path = graph
-        features = {split: onnx_export.extract(runner, data[split][0], args.batchsize, args.num_workers, split)
-                    .numpy() for split in splits}
-        return write_and_evaluate(args, {**options, "backend": f"onnxruntime {onnx_path}"}, data, features, device,
-                                  "onnxruntime")
+    if graph:   # the exported file holds the network: no checkpoint to load
+        run, exported_path = graph
+        features = {split: run(data[split][0], split) for split in splits}
+        return write_and_evaluate(args, {**options, "backend": f"{args.backend} {exported_path}"}, data, features,
+                                  device, args.backend)
     net, _ = models.load_trained(run_dir, args.which_epoch, device, overrides)   # built from the same options
     net = acceleration.on_cuda(net, device)   # as train.py runs it: channels_last, cuDNN autotuner, TF32
     amp_dtype = torch.float16 if options["fp16"] else torch.bfloat16 if options["bf16"] else None

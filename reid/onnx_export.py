@@ -85,12 +85,19 @@ def open_graph(path, size, export_again):
     return runner
 
 
-def parity(path, net, pictures):
-    """The gate: (lowest per-picture cosine, highest cosine between different pictures) of ONNX Runtime's
-    features against PyTorch's for uint8 ``pictures``; a UserError when either is off."""
+def produce(path):
+    """The parity gate's view of an ONNX graph: uint8 pictures -> NumPy features, by ONNX Runtime."""
+    runner = session(path)
+    return lambda pictures: runner.run(None, {"pictures": pictures.numpy()})[0]
+
+
+def parity(produced_by, net, pictures):
+    """The gate: (lowest per-picture cosine, highest cosine between different pictures) of an exported file's
+    features (``produced_by(pictures)``: ``produce`` here, or reid.torchscript_export's) against PyTorch's for
+    uint8 ``pictures``; a UserError when either is off."""
     with torch.no_grad():
         expected = TestTimeNetwork(net).eval()(pictures).numpy()
-    produced = session(path).run(None, {"pictures": pictures.numpy()})[0]
+    produced = produced_by(pictures)
     agreement = float((expected * produced).sum(1).min())
     between = produced @ produced.T
     similar = float(between[~np.eye(len(produced), dtype=bool)].max()) if len(produced) > 1 else 0.0
@@ -101,7 +108,7 @@ def parity(path, net, pictures):
                         "check the checkpoint (test.py) before exporting it")
     if not agreement >= MIN_COSINE:
         raise UserError(f"the exported graph disagrees with PyTorch (lowest cosine {agreement:.6f} < {MIN_COSINE}); "
-                        "nothing was kept", "export with another --opset, or report the backbone")
+                        "nothing was kept", "export with another --opset or --format, or report the backbone")
     return agreement, similar
 
 

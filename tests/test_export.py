@@ -106,7 +106,7 @@ def test_onnx_runtime_without_a_graph_says_how_to_make_it(trained_workdir, prepa
     monkeypatch.chdir(trained_workdir)
     code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
                                          "--backend", "onnxruntime", "--onnx", tmp_path / "none.onnx"], capsys)
-    assert code == 2 and "export the run first with export.py --name toy" in one_error_line(err)
+    assert code == 2 and "export the run first with python export.py --name toy" in one_error_line(err)
 
 
 def foreign_graph(path, name, dtype, shape):
@@ -175,3 +175,28 @@ def test_quick_backbones_export_with_a_dynamic_batch(name, tmp_path):
                                   "swin", "swinv2", "convnext", "dino", "nasnet"])
 def test_slower_backbones_export(name, tmp_path):
     export_agrees(name, tmp_path)
+
+
+def test_torchscript_folds_the_batchnorms_passes_the_gate_and_evaluates_as_pytorch_does(trained_workdir,
+                                                                                        prepared_market, tmp_path,
+                                                                                        monkeypatch, capsys):
+    monkeypatch.chdir(trained_workdir)
+    code, out, err = run_cli(export.main, ["--name", "toy", "--format", "torchscript", "--output", tmp_path / "m.pt"],
+                             capsys)
+    assert code == 0, err
+    folded = out.split("TorchScript, ")[1].split(" BatchNorm")[0]   # "35 of 35"
+    assert folded.split(" of ")[0] == folded.split(" of ")[1] and int(folded.split(" of ")[1]) > 10
+    assert float(out.split("lowest cosine ")[1].split()[0]) >= onnx_export.MIN_COSINE
+    scores = {}
+    for backend in ("torch", "torchscript"):
+        code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
+                                               "--num_workers", "0", "--backend", backend, "--onnx", tmp_path / "m.pt",
+                                               "--output", tmp_path / f"{backend}.mat"], capsys)
+        assert code == 0, err
+        layumi = next(line for line in out.splitlines() if line.startswith("Rank@1:"))
+        scores[backend] = [float(part.split(":")[1]) for part in layumi.split()]
+    assert np.allclose(scores["torch"], scores["torchscript"], atol=1e-4), scores
+    (tmp_path / "broken.pt").write_bytes(b"not a module")
+    code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
+                                         "--backend", "torchscript", "--onnx", tmp_path / "broken.pt"], capsys)
+    assert code == 2 and "is not a TorchScript module export.py wrote" in one_error_line(err)
