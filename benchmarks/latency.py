@@ -1,4 +1,5 @@
-"""CPU latency and throughput of the test-time network: PyTorch against ONNX Runtime (export.py's graph), at
+"""CPU latency and throughput of the test-time network: PyTorch against its frozen TorchScript module and ONNX
+Runtime (export.py's two formats), at
 batch 1 (milliseconds a picture) and batch 64 (pictures a second), measured in one run; optionally ONNX
 Runtime's dynamic int8 quantisation and what it does to the toy run's mAP.
 
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as models  # noqa: E402
 import utils  # noqa: E402
-from reid import onnx_export, runs  # noqa: E402
+from reid import onnx_export, runs, torchscript_export  # noqa: E402
 
 
 def build_parser():
@@ -48,16 +49,20 @@ def median_seconds(call, repeats):
     return statistics.median(times)
 
 
-def rows_for(label, net, size, graphs, repeats):
-    """One row per batch size: PyTorch, then each ONNX graph ({name: path})."""
+def rows_for(label, net, size, graphs, repeats, scripted=None):
+    """One row per batch size: PyTorch, the TorchScript module (``scripted``: a path, export.py --format
+    torchscript's file), then each ONNX graph ({name: path})."""
     head = onnx_export.TestTimeNetwork(net).eval()
     sessions = {name: onnx_export.session(path) for name, path in graphs.items()}
+    frozen = torchscript_export.quiet_load(scripted, "cpu") if scripted else None
     rows = []
     for batch in (1, 64):
         pictures = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8)
         times = repeats if batch == 1 else max(2, repeats // 4)
         with torch.inference_mode():
             timings = {"pytorch": median_seconds(lambda: head(pictures), times)}
+            if frozen is not None:
+                timings["torchscript"] = median_seconds(lambda: frozen(pictures), times)
         for name, runner in sessions.items():
             timings[name] = median_seconds(lambda: runner.run(None, {"pictures": pictures.numpy()}), times)
         rows.append((label, batch, timings))
@@ -101,12 +106,14 @@ def main(argv=None):
         for label, (net, size) in nets.items():
             graphs = {"onnxruntime": os.path.join(folder, "model.onnx")}
             onnx_export.export(net, size, graphs["onnxruntime"])
+            scripted = os.path.join(folder, "model.pt")
+            torchscript_export.export(net, size, scripted)
             if args.quantize:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 graphs["onnxruntime int8"] = os.path.join(folder, "model_int8.onnx")
                 quantize_dynamic(graphs["onnxruntime"], graphs["onnxruntime int8"], weight_type=QuantType.QInt8)
-            rows += rows_for(label, net, size, graphs, args.repeats)
+            rows += rows_for(label, net, size, graphs, args.repeats, scripted)
             if args.quantize and args.name and args.test_dir:
                 maps = quantized_map(graphs, args.name, args.test_dir)
     print(f"cpu ({os.cpu_count()} cores), torch {torch.__version__}; batch 1: ms a call, batch 64: pictures a second")
