@@ -1,7 +1,6 @@
 """CPU latency and throughput of the test-time network: PyTorch against its frozen TorchScript module and ONNX
-Runtime (export.py's two formats), at
-batch 1 (milliseconds a picture) and batch 64 (pictures a second), measured in one run; optionally ONNX
-Runtime's dynamic int8 quantisation and what it does to the toy run's mAP.
+Runtime (export.py's two formats), at batch 1 (milliseconds a picture) and batch 64 (pictures a second),
+measured in one run; optionally ONNX Runtime's dynamic int8 quantisation and what it does to the toy run's mAP.
 
 Usage:
     pip install -r requirements-export.txt
