@@ -46,6 +46,8 @@ def build_parser():
     p.add_argument("--out", default=None, help="picture to write (default show.png; own photo: search.png), "
                                                "or the report folder (report/)")
     p.add_argument("--report", action="store_true", help="write an HTML error-analysis report instead")
+    p.add_argument("--attacked", default=None, metavar="MAT",
+                   help="--report: also show the queries that test.py --attack hurt most (its OUTPUT_odfa.mat)")
     p.add_argument("--heatmap", action="store_true",
                    help="draw over each picture where its similarity to the query comes from (Grad-CAM; needs --name)")
     metrics.add_ap_argument(p)
@@ -67,6 +69,8 @@ def check_args(parser, args):
         parser.error("--query_image needs --gallery_dir (pictures to rank) and --name (the trained model)")
     if args.topk < 1:
         parser.error("--topk must be at least 1")
+    if args.attacked and not args.report:
+        parser.error("--attacked adds a section to the report: pass --report too")
     if args.heatmap and (args.query_image or not args.name):
         parser.error("--heatmap draws a test run's ranking with the network that ranked it: pass --name (and the "
                      "--which_epoch test.py used), without --query_image")
@@ -219,7 +223,9 @@ def main(argv=None):
         return search_own_photo(args)
     if args.report:
         from reid import report
-        return report.write_report(load_run(args), args.out or "report", args.topk, explainer(args))
+        result = load_run(args)
+        attacked = features.load_features(args.attacked, like=result) if args.attacked else None
+        return report.write_report(result, args.out or "report", args.topk, explainer(args), attacked)
     return show_query(args)
 
 

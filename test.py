@@ -166,19 +166,19 @@ def main(argv=None):
                                                   "multi": False, "attacked": True})
             print(f"queries attacked by ODFA, each pixel within {args.epsilon:g} levels:")
             write_and_evaluate(attacked_args, {**options, "attack": f"odfa {args.epsilon:g}"}, data, attacked, device,
-                               acceleration.kernel_set(device))
+                               acceleration.kernel_set(device), load_features(written)["run_id"])   # one run, one id
             print(f"how far the ranking fell: python evaluate_gpu.py --mat {args.output} --compare "
                   f"{attacked_args.output}")
         return written
 
 
-def write_and_evaluate(args, options, data, features, device, extracted_with):
+def write_and_evaluate(args, options, data, features, device, extracted_with, run_id=None):
     """pytorch_result.mat (and the multi-query file), the layumi summary lines, result.txt. ``extracted_with``:
     the arithmetic of the extraction (acceleration.kernel_set), kept in the .mat."""
     provenance = {"model_name": args.name, "which_epoch": str(args.which_epoch), "format_version": FEATURES_FORMAT,
                   "extracted_with": extracted_with,
                   "opts": repr(options), "created": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
-                  "run_id": uuid.uuid4().hex, "camera_rule": camera_rule(args.test_dir)}
+                  "run_id": run_id or uuid.uuid4().hex, "camera_rule": camera_rule(args.test_dir)}
     arrays = {f"{prefix}_{key}": value for split, prefix in (("gallery", "gallery"), ("query", "query"))
               for key, value in zip(("f", "label", "cam"), (features[split], *data[split][1:]))}
     save_features(args.output, arrays, provenance)

@@ -76,6 +76,30 @@ def worst_queries(folder, result, metrics, topk, explain=None):
     return "\n".join(parts)
 
 
+ATTACKED = 3   # queries shown clean and attacked: those whose AP fell most
+
+
+def attacked_section(folder, result, attacked, topk):
+    """With test.py --attack's .mat: the queries whose AP fell most, each ranked by its clean feature and
+    then by its attacked one (the gallery is the same); returns the section's HTML."""
+    if attacked is None:
+        return ""
+    fallen = evaluate(attacked["query_f"], result["query_label"], result["query_cam"], result["gallery_f"],
+                      result["gallery_label"], result["gallery_cam"], ap=result["metrics"].convention)
+    under_attack = {**result, "query_f": attacked["query_f"], "scores": None, "metrics": fallen}
+    drop = result["metrics"].ap - fallen.ap
+    parts = []
+    for index in np.argsort(-drop, kind="stable")[:ATTACKED]:
+        for label, shown in (("clean", result), ("attacked", under_attack)):
+            canvas, _, _ = query_strip(shown, int(index), topk)
+            canvas.save(os.path.join(folder, f"{label}_{index}.png"))
+            caption = html.escape(f"query {index}, {label}: AP {shown['metrics'].ap[index]:.3f}")
+            parts.append(f'<figure><img src="{label}_{index}.png" alt="{caption}"><figcaption>{caption}</figcaption></figure>')
+    return (f"<h2>Under attack</h2><p>Each query changed by ODFA (test.py --attack), at most a few levels a pixel: mAP "
+            f"{result['metrics'].mAP:.4f} clean, {fallen.mAP:.4f} attacked. The {ATTACKED} queries whose AP fell most, "
+            f"ranked first by the clean query's feature, then by the attacked one's.</p>" + "\n".join(parts))
+
+
 def query_table(result, metrics):
     rows = []
     for index in range(metrics.num_queries):
@@ -148,9 +172,9 @@ HEAT_NOTE = (" Over each picture, Grad-CAM of its similarity to the query (the q
 MATRIX_CAMERAS = 32   # more cameras than this get no camera-pair table (a set without real cameras)
 
 
-def write_report(result, folder, topk=10, explain=None):
+def write_report(result, folder, topk=10, explain=None, attacked=None):
     """Write ``folder``/index.html and its pictures; returns the page's path. ``explain``: heatmaps for the
-    worst queries' strips (demo.py --heatmap)."""
+    worst queries' strips (demo.py --heatmap); ``attacked``: test.py --attack's result, for a section of its own."""
     metrics = result["metrics"]
     os.makedirs(folder, exist_ok=True)
     save_plots(folder, metrics)
@@ -174,6 +198,7 @@ A higher threshold lets fewer different people through (false positives) and mis
 <h2>The {WORST} worst queries</h2>
 <p>Green: the same person seen by another camera; red: someone else; junk is skipped, as in the evaluation.{HEAT_NOTE if explain else ""}</p>
 {worst_queries(folder, result, metrics, topk, explain)}
+{attacked_section(folder, result, attacked, topk)}
 <h2>Every query</h2><p>Click a column header to sort.</p>
 {query_table(result, metrics)}
 <script>{SCRIPT}</script>

@@ -96,3 +96,10 @@ def test_test_py_attacks_the_queries_and_writes_their_own_mat(prepared_market, t
     assert code == 0 and "B = " in out, err
     code, _, err = run_cli(stage4.main, ["--name", "toy", "--attack", "odfa", "--backend", "onnxruntime"], capsys)
     assert code == 2 and "--attack needs --backend torch" in err
+    import demo
+
+    code, _, err = run_cli(demo.main, ["--report", "--test_dir", prepared_market, "--mat", output, "--attacked",
+                                       tmp_path / "clean_odfa.mat", "--out", tmp_path / "report"], capsys)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert code == 0 and "<h2>Under attack</h2>" in page, err
+    assert len([name for name in os.listdir(tmp_path / "report") if name.startswith("attacked_")]) == 3
