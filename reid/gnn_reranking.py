@@ -40,7 +40,7 @@ def unit_rows(matrix):
     rows, values = matrix.indices()[0], matrix.values()
     norms = torch.zeros(matrix.shape[0], dtype=values.dtype, device=values.device).index_add_(0, rows, values * values)
     return torch.sparse_coo_tensor(matrix.indices(), values / norms.sqrt()[rows], matrix.shape,
-                                   check_invariants=False).coalesce()
+                                   check_invariants=False, is_coalesced=True)   # the same, already sorted, indices
 
 
 def propagate(adjacency, ranks, weights, k2):
