@@ -224,7 +224,7 @@ def main(argv=None):
     if args.report:
         from reid import report
         result = load_run(args)
-        attacked = features.load_features(args.attacked, like=result) if args.attacked else None
+        attacked = features.load_features(args.attacked, like=result, pair_flag="--attack odfa") if args.attacked else None
         return report.write_report(result, args.out or "report", args.topk, explainer(args), attacked)
     return show_query(args)
 

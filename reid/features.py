@@ -117,11 +117,12 @@ def _numbers(raw, key, dtype, path, maker):
     return value.astype(dtype)
 
 
-def load_features(path, multi=False, like=None):
+def load_features(path, multi=False, like=None, pair_flag="--multi"):
     """Read and check a features file; every problem is one line naming the command that writes it.
 
     Checks: the keys, 2-D features with as many rows as labels and cameras, equal widths, finite
-    values, L2-normalised rows; with ``like`` (the main result), that both files come from one run.
+    values, L2-normalised rows; with ``like`` (the main result), that both files come from one run (of
+    test.py ``pair_flag``, which wrote both).
     """
     import numpy as np
     import scipy.io
@@ -159,7 +160,7 @@ def load_features(path, multi=False, like=None):
         raise UserError(f"{path}: features of different lengths {sorted(widths)}", f"write it again with python {maker}")
     if like and result.get("run_id") != like.get("run_id"):
         raise UserError(f"{path} comes from another test.py run ({provenance_line(result)}) than the main result "
-                        f"({provenance_line(like)})", "write both files again with one run of python test.py --multi")
+                        f"({provenance_line(like)})", f"write both files again with one run of python test.py {pair_flag}")
     return result
 
 

@@ -97,7 +97,8 @@ def attacked_section(folder, result, attacked, topk):
             parts.append(f'<figure><img src="{label}_{index}.png" alt="{caption}"><figcaption>{caption}</figcaption></figure>')
     return (f"<h2>Under attack</h2><p>Each query changed by ODFA (test.py --attack), at most a few levels a pixel: mAP "
             f"{result['metrics'].mAP:.4f} clean, {fallen.mAP:.4f} attacked. The {ATTACKED} queries whose AP fell most, "
-            f"ranked first by the clean query's feature, then by the attacked one's.</p>" + "\n".join(parts))
+            f"ranked first by the clean query's feature, then by the attacked one's (the picture shown is the clean one: the "
+            f"attacked one looks the same).</p>" + "\n".join(parts))
 
 
 def query_table(result, metrics):
