@@ -57,12 +57,16 @@ def worker(method, device, queue):
     queue.put((seconds, extra, metrics.rank(1), metrics.mAP))
 
 
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where re-ranking runs")
+    return parser
+
+
 def main(argv=None):
     import multiprocessing
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where re-ranking runs")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     print(f"{os.cpu_count()} CPU cores; {MARKET[0]} x {MARKET[1]}, {PEOPLE} people, {CAMERAS} cameras, "
           f"{DIM}-d clustered features; re-ranking on {args.device}")
     print(f"{'re-ranking':<26}{'seconds':>9}{'extra memory':>14}{'Rank@1':>8}{'mAP':>8}")
