@@ -29,7 +29,6 @@ A correct run prints (default sizes, seed 0):
     ...
     wrote data/Market in 9.1 s
 """
-import dataclasses
 import io
 import json
 import os
@@ -42,26 +41,14 @@ from tqdm import tqdm
 
 import utils
 from reid import toy_layout, toy_render
-from reid.toy_layout import Shot
-from reid.datasets import BENCHMARKS, JUNK_PID, TOY_MANIFEST
+from reid.toy_layout import Shot, toy_benchmark
+from reid.datasets import TOY_MANIFEST
 from reid.files import output_folder, read_json
 from utils import UserError, cli_main
 
 FORMAT_VERSION = 1
 TOY_DATASETS = ("cub", "cuhk03", "dg-market", "duke", "market", "msmt17", "vehicleid", "veri", "viper")
 DRAWN = ("viper", "vehicleid", "cub")   # releases whose splits prepare.py draws: reid/toy_layout.drawn_shots
-# train.py --DG's generated pictures: Market's people and cameras, one folder per identity, no splits
-DG_MARKET = dataclasses.replace(BENCHMARKS["market"], key="dg-market", title="DG-Market", folder="DG-Market",
-                                sources=(), official={}, gt_bbox=False, distractors="none")
-GENERATED_PER_IDENTITY = 4   # toy DG-Market pictures of each training identity's clothes, per --images_per_camera
-
-
-def toy_benchmark(dataset):
-    """The dataset table's entry whose layout the toy ``dataset`` imitates."""
-    keyed = {"cuhk03": "cuhk03-labeled", "vehicleid": "vehicleid-2400"}
-    return DG_MARKET if dataset == "dg-market" else BENCHMARKS[keyed.get(dataset, dataset)]
-
-
 def build_parser():
     parser = utils.ArgumentParser(prog="toy_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", help="folder that receives Market/ or DukeMTMC-reID/")
@@ -175,17 +162,6 @@ def gallery_extras(args, layout, rng, namer, distractor_pids):
     return shots
 
 
-def generated_shots(args, layout, rng, train):
-    """The toy DG-Market: each training identity's clothes in new pictures from random cameras, in a folder
-    per identity (DG-Net's pictures dress one Market person's body in another's clothes)."""
-    shots = []
-    for pid in train:
-        for index in range(GENERATED_PER_IDENTITY * args.images_per_camera):
-            camid = int(rng.integers(1, layout.cameras + 1))
-            shots.append(Shot(f"{pid:04d}", f"{pid:04d}_g{index:04d}.jpg", pid, camid, (args.seed, 9, pid, index)))
-    return shots
-
-
 def plan_identities(args):
     """(training, test) identity numbers, as plan_dataset draws them first from the seed."""
     return choose_identities(args, toy_benchmark(args.dataset), np.random.default_rng([args.seed, 0]))[:2]
@@ -198,7 +174,7 @@ def plan_dataset(args):
     namer = Namer(layout, rng)
     train, test, distractors = choose_identities(args, layout, rng)   # DG-Market: the Market toy's, same seed
     if args.dataset == "dg-market":
-        return generated_shots(args, layout, rng, train)
+        return toy_layout.generated_shots(args.seed, args.images_per_camera, layout, rng, train)
     if args.dataset == "cub":   # classes 1-100 train and 101-200 test, by number
         train, test = list(range(1, args.train_ids + 1)), list(range(101, 101 + args.test_ids))
     if args.dataset in DRAWN:
@@ -210,9 +186,6 @@ def plan_dataset(args):
         shots += person_shots(args, layout, rng, namer, pid, test=True)
     shots += gallery_extras(args, layout, rng, namer, distractors)
     return shots + toy_layout.planted(args.plant, shots, namer, layout)
-
-
-PICTURE_FORMATS = {".png": "PNG", ".bmp": "BMP"}   # by file suffix; JPEG otherwise
 
 
 def draw_shot(job):
@@ -227,7 +200,7 @@ def draw_shot(job):
         person = toy_render.make_identity(np.random.default_rng(identity_seed))
     image = toy_render.render(rng, camera, person, crop=shot.crop, style=style)
     buffer = io.BytesIO()
-    image.save(buffer, format=PICTURE_FORMATS.get(os.path.splitext(shot.filename)[1], "JPEG"), quality=90)
+    image.save(buffer, format=toy_layout.PICTURE_FORMATS.get(os.path.splitext(shot.filename)[1], "JPEG"), quality=90)
     return buffer.getvalue()
 
 
@@ -268,38 +241,6 @@ def settings_of(args):
             **{key: getattr(args, key) for key in keys}, **planted, **toy_render.look_settings(args)}
 
 
-def summary_table(shots, dataset, cameras, size="128x256"):
-    """Rows of images / identities / cameras per folder of the release, as printed at the end."""
-    benchmark = toy_benchmark(dataset)
-    lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
-    if not benchmark.sources:   # DG-Market and the releases whose splits prepare.py draws: by top folder
-        for top in sorted({s.folder.split("/")[0] for s in shots}) if dataset != "dg-market" else [benchmark.folder]:
-            chosen = [s for s in shots if dataset == "dg-market" or s.folder.split("/")[0] == top]
-            lines.append(f"{top:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}{len({s.camid for s in chosen}):>9}")
-        what = ("generated pictures of the Market toy's training identities" if dataset == "dg-market"
-                else f"prepare.py --dataset {dataset} draws the splits")
-        return "\n".join(lines + [f"{what}; {size} {PICTURE_FORMATS.get(os.path.splitext(shots[0].filename)[1], 'JPEG')}"])
-    for planned in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
-        chosen = [s for s in shots if s.folder == planned]
-        if chosen:
-            source = next(s for s in benchmark.sources if s.split == toy_layout.PLANNED_SPLIT[planned])
-            folder = source.lists[0] if source.lists else os.path.basename(source.folders[0])
-            lines.append(f"{folder:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}"
-                         f"{len({s.camid for s in chosen}):>9}")
-    extras = ""
-    if benchmark.distractors == "pictures":
-        distractors = sum(s.pid == 0 for s in shots)
-        junk = sum(s.pid == JUNK_PID for s in shots)
-        extras = f"gallery extras: {distractors} distractors (0000) and {junk} junk (-1) pictures; "
-    elif benchmark.distractors == "identities":
-        in_test = {s.pid for s in shots if s.folder == "query"}
-        extras = (f"gallery extras: {len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} "
-                  "distractor identities; ")
-    kind = PICTURE_FORMATS.get(os.path.splitext(shots[0].filename)[1], "JPEG")
-    lines.append(f"{extras}{cameras} cameras; {size} {kind}")
-    return "\n".join(lines)
-
-
 @cli_main
 def main(argv=None):
     parser = build_parser()
@@ -326,7 +267,7 @@ def main(argv=None):
     if os.path.exists(root):
         shutil.rmtree(root)
     os.replace(temporary, root)
-    print(summary_table(shots, args.dataset, toy_benchmark(args.dataset).cameras, args.size))
+    print(toy_layout.summary_table(shots, args.dataset, toy_benchmark(args.dataset).cameras, args.size))
     print(f"wrote {root} in {time.time() - started:.1f} s")
     return root
 

@@ -1,12 +1,14 @@
 """Where toy_data.py puts each picture: every benchmark's folders and list files (from the dataset table),
-and Market-1501's gt_query/ and readme."""
+Market-1501's gt_query/ and readme, the layouts of the releases whose splits prepare.py draws, the toy
+DG-Market, and the table toy_data.py prints."""
+import dataclasses
 import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from reid.datasets import match_masks
+from reid.datasets import BENCHMARKS, JUNK_PID, match_masks
 
 @dataclass(frozen=True)
 class Shot:
@@ -170,3 +172,63 @@ def drawn_lists(dataset, shots, test):
                 "train_test_split.txt": "".join(f"{n} {n % 2}\n" for n in range(1, len(ordered) + 1)),
                 "classes.txt": "".join(f"{pid} {pid:03d}.Toy_Bird_{pid:03d}\n" for pid in sorted({s.pid for s in shots}))}
     return {}
+
+
+# --- what toy_data.py --dataset writes, and the table it prints -------------------------------------------
+
+# train.py --DG's generated pictures: Market's people and cameras, one folder per identity, no splits
+DG_MARKET = dataclasses.replace(BENCHMARKS["market"], key="dg-market", title="DG-Market", folder="DG-Market",
+                                sources=(), official={}, gt_bbox=False, distractors="none")
+GENERATED_PER_IDENTITY = 4   # toy DG-Market pictures of each training identity's clothes, per --images_per_camera
+
+
+def toy_benchmark(dataset):
+    """The dataset table's entry whose layout the toy ``dataset`` imitates."""
+    keyed = {"cuhk03": "cuhk03-labeled", "vehicleid": "vehicleid-2400"}
+    return DG_MARKET if dataset == "dg-market" else BENCHMARKS[keyed.get(dataset, dataset)]
+
+
+PICTURE_FORMATS = {".png": "PNG", ".bmp": "BMP"}   # by file suffix; JPEG otherwise
+
+
+def generated_shots(seed, images_per_camera, layout, rng, train):
+    """The toy DG-Market: each training identity's clothes in new pictures from random cameras, in a folder
+    per identity (DG-Net's pictures dress one Market person's body in another's clothes)."""
+    shots = []
+    for pid in train:
+        for index in range(GENERATED_PER_IDENTITY * images_per_camera):
+            camid = int(rng.integers(1, layout.cameras + 1))
+            shots.append(Shot(f"{pid:04d}", f"{pid:04d}_g{index:04d}.jpg", pid, camid, (seed, 9, pid, index)))
+    return shots
+
+
+def summary_table(shots, dataset, cameras, size="128x256"):
+    """Rows of images / identities / cameras per folder of the release, as printed at the end."""
+    benchmark = toy_benchmark(dataset)
+    lines = [f"{'folder':<20}{'images':>7}{'identities':>12}{'cameras':>9}"]
+    if not benchmark.sources:   # DG-Market and the releases whose splits prepare.py draws: by top folder
+        for top in sorted({s.folder.split("/")[0] for s in shots}) if dataset != "dg-market" else [benchmark.folder]:
+            chosen = [s for s in shots if dataset == "dg-market" or s.folder.split("/")[0] == top]
+            lines.append(f"{top:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}{len({s.camid for s in chosen}):>9}")
+        what = ("generated pictures of the Market toy's training identities" if dataset == "dg-market"
+                else f"prepare.py --dataset {dataset} draws the splits")
+        return "\n".join(lines + [f"{what}; {size} {PICTURE_FORMATS.get(os.path.splitext(shots[0].filename)[1], 'JPEG')}"])
+    for planned in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
+        chosen = [s for s in shots if s.folder == planned]
+        if chosen:
+            source = next(s for s in benchmark.sources if s.split == PLANNED_SPLIT[planned])
+            folder = source.lists[0] if source.lists else os.path.basename(source.folders[0])
+            lines.append(f"{folder:<20}{len(chosen):>7}{len({s.pid for s in chosen}):>12}"
+                         f"{len({s.camid for s in chosen}):>9}")
+    extras = ""
+    if benchmark.distractors == "pictures":
+        distractors = sum(s.pid == 0 for s in shots)
+        junk = sum(s.pid == JUNK_PID for s in shots)
+        extras = f"gallery extras: {distractors} distractors (0000) and {junk} junk (-1) pictures; "
+    elif benchmark.distractors == "identities":
+        in_test = {s.pid for s in shots if s.folder == "query"}
+        extras = (f"gallery extras: {len({s.pid for s in shots if s.folder == 'bounding_box_test'} - in_test)} "
+                  "distractor identities; ")
+    kind = PICTURE_FORMATS.get(os.path.splitext(shots[0].filename)[1], "JPEG")
+    lines.append(f"{extras}{cameras} cameras; {size} {kind}")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import test as stage4
 import toy_data
 import train
 from conftest import SMALL, make_toy, one_error_line, run_cli
-from reid import dg
+from reid import dg, toy_layout
 from test_train import FAST, in_tmp, same_weights, weights  # noqa: F401  (in_tmp is a fixture)
 
 
@@ -63,7 +63,7 @@ def test_toy_dg_market_dresses_the_market_toys_training_people(tmp_path):
     generated = make_toy(tmp_path, "dg-market")
     trained = {name.split("_")[0] for name in os.listdir(os.path.join(market, "bounding_box_train"))}
     assert set(os.listdir(generated)) - {"toy_dataset.json"} == trained
-    per_identity = toy_data.GENERATED_PER_IDENTITY * int(SMALL[SMALL.index("--images_per_camera") + 1])
+    per_identity = toy_layout.GENERATED_PER_IDENTITY * int(SMALL[SMALL.index("--images_per_camera") + 1])
     assert all(len(os.listdir(os.path.join(generated, label))) == per_identity for label in trained)
 
 
