@@ -210,7 +210,7 @@ def run(argv, default):
                 "source_digest": source_digest(splits, args.link), "splits": split_counts(splits)}
     if spec.key == "folder":
         manifest.update(own_folder.describe(root, splits, args))
-    if spec.plan is not None:
+    if spec.drawn:
         manifest["seed"] = args.seed   # of the drawn split (VIPeR) or gallery (VehicleID)
     output = os.path.join(root, OUTPUT)
     try:

@@ -200,8 +200,8 @@ def fit(net, loaders, ctx, args, run_dir, start, history):
         utils.set_seed(distributed.process_seed(args.seed, epoch, ctx.world), deterministic=ctx.device.type == "cpu")
         loaders["train"].generator.manual_seed(utils.derived_seed(args.seed, epoch))
         ctx.warm = recipes.warm_schedule(args, epoch, len(loaders["train"]))
-        ctx.consistency = dg.consistency_term(args, epoch, loaders.get("dg"), ctx.average, ctx.world, ctx.device,
-                                              ctx.memory_format)
+        ctx.consistency = dg.consistency_term(args, epoch, loaders.get("dg"), ctx.average, checkpoints.unwrap(net),
+                                              ctx)
         lr = ctx.optimizer.param_groups[-1]["lr"]
         train_stats = run_epoch(net, loaders["train"], "train", ctx)
         ctx.scheduler.step()

@@ -1,11 +1,10 @@
 """The benchmarks' rules: how each names its files (one strict parser per rule), the junk and
 distractor ids, and what prepare.py needs to know about each dataset.
 """
-import functools
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 from utils import UserError
 
@@ -198,22 +197,21 @@ class Benchmark:
     kind: str = "person"    # what an identity is: a person, or a vehicle (VeRi-776)
     subfolder: str = ""     # the release folder under --download_path (CUHK03-NP: labeled/ or detected/)
     renumbers_test: bool = False   # test identities numbered anew (MSMT17): equal numbers are not one person
-    plan: Optional[Callable] = None   # (root, seed) -> {split: [Entry]}: prepare.py draws the splits (reid/drawn_sets.py)
+    drawn: bool = False     # prepare.py draws the splits by the release's protocol (reid/drawn_sets.PLANNERS[key])
     requires: tuple = ()    # what ROOT must hold when the splits are drawn: "folder/" or "list file"
 
 
 def drawn_benchmarks():
     """VIPeR, VehicleID (one entry per test size) and CUB-200-2011: releases whose splits prepare.py draws or
     reads from lists itself (reid/drawn_sets.py); their counts are those the releases' papers publish."""
-    from reid import drawn_sets
-
-    common = dict(sources=(), gt_bbox=False, distractors="none", toy_name=lambda label, camid, frame, box: "")
+    common = dict(sources=(), gt_bbox=False, distractors="none", toy_name=lambda label, camid, frame, box: "",
+                  drawn=True)
     vehicleid = {   # test size -> (test pictures, of which one per vehicle is the gallery)
         800: 6493, 1600: 13377, 2400: 19777}
     return {
         "viper": Benchmark(
             key="viper", title="VIPeR", script="prepare.py --dataset viper", default_root="../VIPeR",
-            rule=VIPER_RULE, parse=parse_viper_name, plan=drawn_sets.plan_viper, requires=("cam_a/", "cam_b/"),
+            rule=VIPER_RULE, parse=parse_viper_name, requires=("cam_a/", "cam_b/"),
             official={"train_all": (632, 316), "query": (316, 316), "gallery": (316, 316)},
             download_hint="download VIPeR.v1.0.zip (Gray et al., 2007) and unzip it to the folder holding cam_a/ and "
                           "cam_b/, or make the toy set: python toy_data.py --out data --dataset viper",
@@ -221,7 +219,7 @@ def drawn_benchmarks():
         **{f"vehicleid-{size}": Benchmark(
             key=f"vehicleid-{size}", title=f"VehicleID (test {size})",
             script=f"prepare.py --dataset vehicleid --vehicleid_test {size}", default_root="../VehicleID_V1.0",
-            rule=VEHICLEID_RULE, parse=parse_vehicleid_name, plan=functools.partial(drawn_sets.plan_vehicleid, size=size),
+            rule=VEHICLEID_RULE, parse=parse_vehicleid_name,
             requires=("image/", "train_test_split/train_list.txt", f"train_test_split/test_list_{size}.txt"),
             official={"train_all": (113346, 13164), "query": (pictures - size, None), "gallery": (size, size)},
             download_hint="VehicleID is given by PKU on request (Liu et al., CVPR 2016); unzip VehicleID_V1.0 (image/, "
@@ -230,7 +228,7 @@ def drawn_benchmarks():
             for size, pictures in vehicleid.items()},
         "cub": Benchmark(
             key="cub", title="CUB-200-2011", script="prepare.py --dataset cub", default_root="../CUB_200_2011",
-            rule=CUB_RULE, parse=parse_cub_name, plan=drawn_sets.plan_cub, requires=("images/", "images.txt"),
+            rule=CUB_RULE, parse=parse_cub_name, requires=("images/", "images.txt"),
             official={"train_all": (5864, 100), "query": (5924, 100), "gallery": (5924, 100)},
             download_hint="download CUB_200_2011.tgz (Wah et al., 2011) and unpack it to the folder holding images/ and "
                           "images.txt, or make the toy set: python toy_data.py --out data --dataset cub",

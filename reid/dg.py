@@ -90,11 +90,15 @@ def symmetric_kl(student, teacher):
 
 class Consistency:
     """The --DG term of one epoch: ``term(net)`` draws the next generated batch and returns WEIGHT x the
-    divergence between ``net``'s prediction on the first view and ``teacher``'s on the second (0 while
-    ``net`` is in eval mode). The batches restart, re-seeded, when an epoch uses them all."""
+    divergence between the ``student``'s prediction on the first view and ``teacher``'s on the second (0 while
+    ``net``, the student as training runs it, is in eval mode). ``student`` is the plain module (not wrapped
+    by DistributedDataParallel or torch.compile); its parameters are the wrapped one's, so their gradients
+    still meet DistributedDataParallel's all-reduce once. The batches restart, re-seeded, when an epoch uses
+    them all."""
 
-    def __init__(self, loader, teacher, seed, epoch, rank, device, memory_format):
-        self.loader, self.teacher, self.device, self.memory_format = loader, teacher, device, memory_format
+    def __init__(self, loader, teacher, student, seed, epoch, rank, device, memory_format):
+        self.loader, self.teacher, self.student = loader, teacher, student
+        self.device, self.memory_format = device, memory_format
         self.seeds = (seed, epoch, STREAM, rank)
         self.cycle, self.batches = 0, None
 
@@ -109,8 +113,6 @@ class Consistency:
             return self.next_batch()
 
     def __call__(self, net):
-        from reid.checkpoints import unwrap
-
         if not net.training:
             return 0
         first, second = (view.to(self.device, non_blocking=True, memory_format=self.memory_format)
@@ -118,14 +120,15 @@ class Consistency:
         self.teacher.eval()
         with torch.no_grad():
             target = class_log_probabilities(self.teacher(second))
-        return WEIGHT * symmetric_kl(class_log_probabilities(unwrap(net)(first)), target)
+        return WEIGHT * symmetric_kl(class_log_probabilities(self.student(first)), target)
 
 
-def consistency_term(args, epoch, loader, average, world, device, memory_format):
-    """The epoch's --DG term (``Consistency``), or a term that is always 0 (no --DG, or an earlier epoch)."""
+def consistency_term(args, epoch, loader, average, student, ctx):
+    """The epoch's --DG term (``Consistency``), or a term that is always 0 (no --DG, or an earlier epoch).
+    ``ctx``: train.py's TrainingContext (world, device, memory format)."""
     if loader is None or not active(epoch, args.total_epoch):
         return lambda net: 0
-    return Consistency(loader, average.module, args.seed, epoch, world.rank, device, memory_format)
+    return Consistency(loader, average.module, student, args.seed, epoch, ctx.world.rank, ctx.device, ctx.memory_format)
 
 
 def add_arguments(p):

@@ -30,9 +30,8 @@ CUB_FOLDER = re.compile(r"(?P<number>\d{3})\.\S+")
 
 
 def entry(source, label, filename):
-    from reid.sources import Entry   # reid.sources reads the dataset table, which lists these planners
-
-    return Entry(source, label, filename)
+    """One file to place: pytorch/<split>/<label>/<filename> from ``source`` (reid.sources makes it an Entry)."""
+    return source, label, filename
 
 
 def listed_lines(root, name, fields):
@@ -116,7 +115,7 @@ def plan_vehicleid(root, seed, size):
             camera = 2 if index == chosen else 1
             splits["gallery" if camera == 2 else "query"].append(entry(path, f"{vehicle:05d}", name(vehicle, camera, image)))
     for split in splits.values():
-        split.sort(key=lambda e: e.filename)
+        split.sort(key=lambda placed: placed[2])
     return splits
 
 
@@ -136,7 +135,7 @@ def plan_cub(root, seed):
         for split in (("train_all",) if bird <= 100 else ("query", "gallery")):
             splits[split].append(picture)
     for split in splits.values():
-        split.sort(key=lambda e: e.filename)
+        split.sort(key=lambda placed: placed[2])
     return splits
 
 
@@ -148,3 +147,9 @@ ORIGIN = {   # counts_table's "from" column
     "cub": {"train_all": "classes 1-100 (images.txt)", "query": "classes 101-200, every picture",
             "gallery": "classes 101-200, every picture"},
 }
+
+
+PLANNERS = {"viper": plan_viper, "cub": plan_cub,   # the dataset table's key -> (root, seed) -> {split: [entry]}
+            **{f"vehicleid-{size}": (lambda root, seed, size=size: plan_vehicleid(root, seed, size))
+               for size in (800, 1600, 2400)}}
+

@@ -122,8 +122,10 @@ def plan_splits(root, spec, options=None, val_ids=0, seed=0):
 
         planned, _ = own_folder.plan(root, **options)
         splits = {split: [Entry(*entry) for entry in entries] for split, entries in planned.items()}
-    elif spec.plan is not None:   # VIPeR, VehicleID, CUB-200-2011: reid/drawn_sets.py
-        splits = spec.plan(root, seed)
+    elif spec.drawn:   # VIPeR, VehicleID, CUB-200-2011: their protocols' splits
+        from reid.drawn_sets import PLANNERS
+
+        splits = {split: [Entry(*entry) for entry in entries] for split, entries in PLANNERS[spec.key](root, seed).items()}
     else:
         splits = {}
         for source in spec.sources:

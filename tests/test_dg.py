@@ -48,7 +48,7 @@ def test_only_the_student_learns_and_batches_cycle():
                                          sampler=torch.utils.data.RandomSampler(pictures, generator=torch.Generator()))
     loader.sampler.generator = loader.generator
     student, teacher = Tiny(), Tiny()
-    term = dg.Consistency(loader, teacher, 0, 0, 0, torch.device("cpu"), torch.contiguous_format)
+    term = dg.Consistency(loader, teacher, student, 0, 0, 0, torch.device("cpu"), torch.contiguous_format)
     losses = [term(student) for _ in range(5)]   # two batches a pass: the third call starts a new pass
     assert term.cycle == 2 and all(loss.item() > 0 for loss in losses)
     losses[0].backward()
