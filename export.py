@@ -69,8 +69,8 @@ def write_file(args, net, backbone, size, path):
     """Export in --format to ``path``; returns what to say about a TorchScript file (a line's middle)."""
     try:
         if args.format == "torchscript":
-            layers, left = torchscript_export.export(net, size, path)
-            return f"TorchScript, {layers - left} of {layers} BatchNorm layers folded into convolutions"
+            operations, left = torchscript_export.export(net, size, path)
+            return f"TorchScript, {operations - left} of {operations} BatchNorm operations folded into the layer before"
         onnx_export.export(net, size, path, args.opset)
     except Exception as err:   # the exporters' many error types: a backbone they cannot trace
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

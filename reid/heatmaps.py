@@ -4,7 +4,7 @@ The score of a gallery picture is the cosine of its feature with the query's. It
 the picture's last spatial feature map (the input of the backbone's global pooling) says how much each
 channel at each place raises that score; Grad-CAM (Selvaraju et al., ICCV 2017) weights each channel by its
 mean gradient, sums them and keeps the positive part. The map of a gallery picture shows what in it makes
-it match *this* query; the query's own map shows what makes it match its first-ranked picture.
+it match *this* query; the query's own map shows what makes it match its first-ranked picture (right or wrong).
 
 Why not the plain activation map that layumi's visual_heatmap.py draws (the feature map's mean over
 channels)? It shows where the network responds to anything at all: the same map whatever the query, so it

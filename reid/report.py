@@ -168,7 +168,7 @@ def verification_section(folder, result):
             '<div class=plots><img src="roc.png" alt="ROC curve"><img src="scores.png" alt="score distributions"></div>')
 
 
-HEAT_NOTE = (" Over each picture, Grad-CAM of its similarity to the query (the query's: to its first match); red"
+HEAT_NOTE = (" Over each picture, Grad-CAM of its similarity to the query (the query's: to its first-ranked picture); red"
              " marks what makes the pair alike (reid/heatmaps.py).")
 MATRIX_CAMERAS = 32   # more cameras than this get no camera-pair table (a set without real cameras)
 
