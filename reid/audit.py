@@ -18,7 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from reid.datasets import NameRuleError, parse_image_name
+from reid.datasets import parse_image_name
+from reid.names import NameRuleError
 from reid.images import open_rgb, picture_names
 
 TRAIN_SPLITS, TEST_SPLITS = ("train_all",), ("query", "gallery")

@@ -1,30 +1,21 @@
-"""The benchmarks' rules: how each names its files (one strict parser per rule), the junk and
-distractor ids, and what prepare.py needs to know about each dataset.
+"""The benchmarks' table: the junk and distractor ids, the protocol's correct and junk matches, and what
+prepare.py needs to know about each dataset (its folders or list files, naming rule from reid/names.py,
+published counts).
 """
 import os
-import re
 from dataclasses import dataclass
 from typing import Callable
 
-from utils import UserError
+from reid.names import (CUB_RULE, CUHK03_RULE, DUKE_RULE, FOLDER_RULE, MARKET_RULE, MSMT17_RULE, VEHICLEID_RULE,
+                        VERI_RULE, VIPER_RULE, NameRuleError, cuhk03_toy_name, duke_toy_name, market_toy_name,
+                        msmt17_toy_name, veri_toy_name, parse_cub_name, parse_cuhk03_name, parse_duke_name,
+                        parse_folder_name, parse_market_name, parse_msmt17_name, parse_vehicleid_name,
+                        parse_veri_name, parse_viper_name)
 
 
 JUNK_PID = -1        # Market-1501: a bad detection, ignored by the evaluation
 DISTRACTOR_PID = 0   # Market-1501 ``0000``: a false detection, an ordinary wrong match
 TOY_MANIFEST = "toy_dataset.json"   # written by toy_data.py at the root of every toy dataset
-
-
-@dataclass(frozen=True)
-class ImageName:
-    """What a benchmark file name says about its image."""
-
-    filename: str
-    label: str    # the identity as written in the name ("0002", "0000", "-1"): the folder name
-    pid: int      # JUNK_PID (-1), DISTRACTOR_PID (0) or a person id >= 1
-    camid: int    # camera number as written (1-based)
-    frame: int
-    sequence: int = 0  # Market-1501 only: the video sequence ``s`` of ``cCsS``
-
 
 
 def match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk=True):
@@ -41,85 +32,6 @@ def match_masks(q_pids, q_camids, g_pids, g_camids, same_camera_junk=True):
     return same_person & ~same_camera, (same_person & same_camera) | (g_pids == JUNK_PID)[None, :]
 
 
-class NameRuleError(UserError):
-    """A file name that does not follow the dataset's naming rule."""
-
-
-MARKET_RULE = "PPPP_cCsS_FFFFFF_BB.jpg (e.g. 0002_c1s1_000451_03.jpg; PPPP may be -1)"
-DUKE_RULE = "PPPP_cC_fFFFFFFF.jpg (e.g. 0001_c2_f0046182.jpg)"
-MSMT17_RULE = "PPPP_NNN_CC_DDDDtime_FFFF_B.jpg (e.g. 0000_000_01_0303morning_0015_0.jpg; CC the camera, 01-15)"
-CUHK03_RULE = "PPPP_cC_N.png (e.g. 0001_c1_1.png; camera 1 or 2)"
-VERI_RULE = "VVVV_cCCC_FFFFFFFF_N.jpg (e.g. 0002_c002_00030600_0.jpg; VVVV the vehicle)"
-FOLDER_RULE = "PPPP_cC_pNNNNNN.jpg (prepare.py --dataset folder's names, e.g. 0003_c2_p000017.jpg)"
-# the names prepare.py gives VIPeR, VehicleID and CUB-200-2011 pictures: their own names carry no camera
-VIPER_RULE = "PPPP_cC_AAA.bmp (prepare.py's names for VIPeR's cam_a/PPP_AAA.bmp, e.g. 0045_c1_090.bmp; C 1 = cam_a)"
-VEHICLEID_RULE = "VVVVV_cC_IIIIIII.jpg (prepare.py's names for VehicleID's image/IIIIIII.jpg, e.g. 00012_c2_0000456.jpg)"
-CUB_RULE = "CCCC_iIIIII.jpg (prepare.py's names for CUB-200-2011: class, then image id, e.g. 0101_i05865.jpg)"
-# pid: four digits, or -1 for junk; camera and sequence: one or more digits (custom sets have > 9).
-_MARKET_RE = re.compile(r"(?P<label>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg")
-_DUKE_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_f(?P<frame>\d{7})\.jpg")
-_MSMT17_RE = re.compile(r"(?P<label>\d{4})_(?P<index>\d{3,})_(?P<cam>\d{2,})_(?P<day>\d{4})(?:morning|noon|afternoon)"
-                        r"_(?P<frame>\d{4,})_(?P<box>\d+)(?:_[a-z]+)?\.jpg")
-_CUHK03_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_(?P<frame>\d+)\.png")
-_FOLDER_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d+)_p(?P<frame>\d{6})\.(?:jpg|jpeg|png)")
-_VIPER_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>[12])_(?P<frame>\d{3})\.bmp")
-_VEHICLEID_RE = re.compile(r"(?P<label>\d{5})_c(?P<cam>[12])_(?P<frame>\d{7})\.jpg")
-_CUB_RE = re.compile(r"(?P<label>\d{4})_i(?P<cam>(?P<frame>\d{5}))\.jpg")   # each picture its own camera
-_VERI_RE = re.compile(r"(?P<label>\d{4})_c(?P<cam>\d{3,})_(?P<frame>\d{8})_(?P<box>\d+)\.jpg")
-
-
-def _match_name(filename, pattern, rule, dataset):
-    base = os.path.basename(filename)
-    match = pattern.fullmatch(base)
-    if match is None:
-        raise NameRuleError(f"{filename!r} does not follow the {dataset} naming rule {rule}",
-                            "rename or remove the file, or check that this is the right dataset")
-    if int(match["cam"]) < 1 or ("seq" in match.groupdict() and int(match["seq"]) < 1):
-        raise NameRuleError(f"{filename!r}: camera and sequence numbers start at 1 in {dataset}",
-                            "rename or remove the file")
-    return match
-
-
-def parse_market_name(filename):
-    """Parse a Market-1501 name ``PPPP_cCsS_FFFFFF_BB.jpg`` into an ``ImageName``.
-
-    ``-1`` is junk and ``0000`` a distractor; a path is accepted (only its base name is read).
-    Raises ``NameRuleError`` naming the file when the name breaks the rule.
-    """
-    match = _match_name(filename, _MARKET_RE, MARKET_RULE, "Market-1501")
-    return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
-                     camid=int(match["cam"]), frame=int(match["frame"]), sequence=int(match["seq"]))
-
-
-def parse_duke_name(filename):
-    """Parse a DukeMTMC-reID name ``PPPP_cC_fFFFFFFF.jpg`` into an ``ImageName``.
-
-    Raises ``NameRuleError`` naming the file when the name breaks the rule.
-    """
-    match = _match_name(filename, _DUKE_RE, DUKE_RULE, "DukeMTMC-reID")
-    return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
-                     camid=int(match["cam"]), frame=int(match["frame"]))
-
-
-def _simple_parser(pattern, rule, dataset):
-    """A parser for a rule whose name holds the label, the camera and a frame number (and nothing junk)."""
-    def parse(filename):
-        match = _match_name(filename, pattern, rule, dataset)
-        return ImageName(filename=os.path.basename(filename), label=match["label"], pid=int(match["label"]),
-                         camid=int(match["cam"]), frame=int(match["frame"]))
-    parse.__doc__ = f"Parse a {dataset} name {rule} into an ``ImageName`` (``NameRuleError`` when it breaks the rule)."
-    return parse
-
-
-parse_msmt17_name = _simple_parser(_MSMT17_RE, MSMT17_RULE, "MSMT17")
-parse_cuhk03_name = _simple_parser(_CUHK03_RE, CUHK03_RULE, "CUHK03-NP")
-parse_veri_name = _simple_parser(_VERI_RE, VERI_RULE, "VeRi-776")
-parse_folder_name = _simple_parser(_FOLDER_RE, FOLDER_RULE, "an own-pictures set")
-parse_viper_name = _simple_parser(_VIPER_RE, VIPER_RULE, "VIPeR")
-parse_vehicleid_name = _simple_parser(_VEHICLEID_RE, VEHICLEID_RULE, "VehicleID")
-parse_cub_name = _simple_parser(_CUB_RE, CUB_RULE, "CUB-200-2011")
-
-
 def parse_image_name(filename):
     """Parse a name under whichever benchmark rule it follows (for stages that read every dataset; the
     rules cannot be confused: each has its own shape)."""
@@ -131,27 +43,6 @@ def parse_image_name(filename):
     raise NameRuleError(f"{filename!r} follows none of the benchmarks' naming rules "
                         f"({'; '.join(sorted({b.rule for b in BENCHMARKS.values()}))})",
                         "rename or remove the file")
-
-
-def _market_name(label, camid, frame, box):
-    return f"{label}_c{camid}s{1 + (frame // 4000) % 6}_{frame:06d}_{box:02d}.jpg"   # six sequences, as in Market
-
-
-def _duke_name(label, camid, frame, box):
-    return f"{label}_c{camid}_f{frame:07d}.jpg"
-
-
-def _msmt17_name(label, camid, frame, box):
-    day = ("morning", "noon", "afternoon")[frame % 3]
-    return f"{label}_{frame % 1000:03d}_{camid:02d}_0{3 + frame // 30000 % 7}{10 + frame // 3000 % 20}{day}_{frame:04d}_0.jpg"
-
-
-def _cuhk03_name(label, camid, frame, box):
-    return f"{label}_c{camid}_{frame}.png"
-
-
-def _veri_name(label, camid, frame, box):
-    return f"{label}_c{camid:03d}_{frame:08d}_0.jpg"
 
 
 @dataclass(frozen=True)
@@ -244,14 +135,14 @@ BENCHMARKS = {
                   "multi-query": (25259, None)},
         download_hint="download Market-1501-v15.09.15.zip from the dataset's authors (see README) and unzip it, "
                       "or make the toy set: python toy_data.py --out data --dataset market",
-        folder="Market", cameras=6, max_pid=1501, gt_bbox=True, distractors="pictures", toy_name=_market_name),
+        folder="Market", cameras=6, max_pid=1501, gt_bbox=True, distractors="pictures", toy_name=market_toy_name),
     "duke": Benchmark(
         key="duke", title="DukeMTMC-reID", script="prepare_Duke.py", default_root="../DukeMTMC-reID", rule=DUKE_RULE,
         parse=parse_duke_name, sources=bounding_box_sources(),
         official={"train_all": (16522, 702), "query": (2228, None), "gallery": (17661, None)},
         download_hint="DukeMTMC-reID was withdrawn by its authors; use a copy your course provides, "
                       "or make the toy set: python toy_data.py --out data --dataset duke",
-        folder="DukeMTMC-reID", cameras=8, max_pid=7140, gt_bbox=False, distractors="identities", toy_name=_duke_name),
+        folder="DukeMTMC-reID", cameras=8, max_pid=7140, gt_bbox=False, distractors="identities", toy_name=duke_toy_name),
     "msmt17": Benchmark(
         key="msmt17", title="MSMT17", script="prepare.py --dataset msmt17", default_root="../MSMT17_V1",
         rule=MSMT17_RULE, parse=parse_msmt17_name,
@@ -262,7 +153,7 @@ BENCHMARKS = {
         download_hint="MSMT17 is given by its authors on request (see README); unzip MSMT17_V1 (train/, test/) or "
                       "MSMT17_V2 (mask_train_v2/, mask_test_v2/) with its list_*.txt files, "
                       "or make the toy set: python toy_data.py --out data --dataset msmt17",
-        folder="MSMT17_V1", cameras=15, max_pid=3060, gt_bbox=False, distractors="none", toy_name=_msmt17_name,
+        folder="MSMT17_V1", cameras=15, max_pid=3060, gt_bbox=False, distractors="none", toy_name=msmt17_toy_name,
         renumbers_test=True),
     **{f"cuhk03-{kind}": Benchmark(
         key=f"cuhk03-{kind}", title=f"CUHK03-NP ({kind})", script=f"prepare.py --dataset cuhk03 --cuhk03_kind {kind}",
@@ -274,7 +165,7 @@ BENCHMARKS = {
                       "holding labeled/ and detected/, or make the toy set: python toy_data.py --out data --dataset "
                       "cuhk03",
         folder="cuhk03-np", cameras=2, max_pid=1467, gt_bbox=False, distractors="none",
-        toy_name=_cuhk03_name)
+        toy_name=cuhk03_toy_name)
         for kind in ("labeled", "detected")},
     "veri": Benchmark(
         key="veri", title="VeRi-776", script="prepare.py --dataset veri", default_root="../VeRi", rule=VERI_RULE,
@@ -285,7 +176,7 @@ BENCHMARKS = {
         download_hint="VeRi-776 is given by its authors on request (see README); unzip it to the folder holding "
                       "image_train/, image_query/ and image_test/, or make the toy set: "
                       "python toy_data.py --out data --dataset veri",
-        folder="VeRi", cameras=20, max_pid=776, gt_bbox=False, distractors="none", toy_name=_veri_name,
+        folder="VeRi", cameras=20, max_pid=776, gt_bbox=False, distractors="none", toy_name=veri_toy_name,
         kind="vehicle"),
     **drawn_benchmarks(),
     "folder": Benchmark(   # ROOT/<identity>/<picture>, split by reid/own_folder.py, placed under FOLDER_RULE names

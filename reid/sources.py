@@ -5,7 +5,8 @@ from collections import Counter, namedtuple
 
 import numpy as np
 
-from reid.datasets import BENCHMARKS, NameRuleError, parse_image_name
+from reid.datasets import BENCHMARKS, parse_image_name
+from reid.names import NameRuleError
 from reid.files import read_text
 from reid.images import picture_names
 from utils import UserError

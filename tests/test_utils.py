@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import utils
-from reid.datasets import DISTRACTOR_PID, JUNK_PID, NameRuleError, parse_duke_name, parse_image_name, parse_market_name
+from reid.datasets import DISTRACTOR_PID, JUNK_PID, parse_image_name
+from reid.names import NameRuleError, parse_duke_name, parse_market_name
 from utils import UserError
 
 
