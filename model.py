@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from reid.files import check_saved_kinds, load_yaml
-from reid.images import IMAGENET_MEAN, IMAGENET_STD
+from reid.images import input_statistics
 from reid.networks import PCB, ClassBlock, DenseNetReID, ReIDNet, ResNetReID, ResNetUSAM  # noqa: F401  (course code imports them from here)
 from reid.pretrained import require_url_weights, resnet50_ibn_a, timm_backbone, torchvision_backbone
 from reid.runs import checkpoint_path, load_weights
@@ -204,28 +204,6 @@ def add_head_arguments(parser, overrides=False):
                                 default=None if overrides else option.default)
 
 
-def add_input_arguments(parser):
-    """train.py's --norm_mean/--norm_std: the colour statistics the network normalises its pictures with."""
-    for flag, values, what in (("norm_mean", IMAGENET_MEAN, "mean"), ("norm_std", IMAGENET_STD, "standard deviation")):
-        parser.add_argument(f"--{flag}", type=float, nargs=3, default=list(values), metavar=("R", "G", "B"),
-                            help=f"per-channel {what} of the pixel values (in [0, 1]) to normalise with; ImageNet's by "
-                                 "default, the training set's as audit.py prints it")
-
-
-def input_statistics(options, where="--norm_mean/--norm_std"):
-    """(mean, std) a run normalises its pictures with (``options``: train.py's args or opts.yaml), or None
-    for ImageNet's, which every stage applies anyway; one line for values that cannot be statistics."""
-    mean, std = options.get("norm_mean", list(IMAGENET_MEAN)), options.get("norm_std", list(IMAGENET_STD))
-    numbers = all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
-                  for v in (mean, std))
-    if not numbers or not all(0 <= m <= 1 for m in mean) or not all(0 < s <= 1 for s in std):
-        raise UserError(f"{where}: norm_mean {mean} and norm_std {std} are not colour statistics",
-                        "give three means within [0, 1] and three standard deviations within (0, 1], "
-                        "as audit.py prints them")
-    same = [float(m) for m in mean] == list(IMAGENET_MEAN) and [float(s) for s in std] == list(IMAGENET_STD)
-    return None if same else (mean, std)
-
-
 def trained_options(run_dir, overrides=None):
     """The network a run trained: defaults <- its opts.yaml <- ``overrides`` (backbone and head options).
 
@@ -286,7 +264,7 @@ def build_model(name, num_classes, pretrained=True, droprate=0.5, linear_num=512
 
     ``circle`` (layumi's name) makes the forward also return the feature for metric losses.
     ``bnneck`` replaces the head by BoT's BNNeck: pooled feature -> BatchNorm1d -> Linear without bias.
-    ``statistics``: (mean, std) to normalise pictures with instead of ImageNet's (``input_statistics``).
+    ``statistics``: (mean, std) to normalise pictures with instead of ImageNet's (``reid.images.input_statistics``).
     """
     spec = get_backbone(name)
     net = spec.build(spec.pooled_dim, num_classes, pretrained, droprate, linear_num, stride, circle)

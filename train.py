@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 import model as models
 import utils
-from reid import acceleration, attacks, checkpoints, distributed, divergence, dg, files, pictures, pipeline, recipes, runs, validation
+from reid import acceleration, attacks, checkpoints, distributed, divergence, dg, files, images, pictures, pipeline, recipes, runs, validation
 from reid.images import training_sets
 from reid.losses import LossSettings, MetricLosses, loss_and_scores
 from utils import UserError  # noqa: F401  (callers and tests catch train.UserError)
@@ -63,7 +63,7 @@ def build_parser():
     p.add_argument("--erasing_p", type=float, default=0.0, help="random erasing probability (0 = off)")
     models.add_head_arguments(p)
     models.add_backbone_arguments(p, default="resnet50")
-    models.add_input_arguments(p)
+    images.add_input_arguments(p)
     recipes.add_arguments(p)
     dg.add_arguments(p)
     divergence.add_arguments(p)
@@ -230,7 +230,7 @@ def build_network(args, spec, nclasses, device):
     utils.set_seed(args.seed, deterministic=device.type == "cpu")
     net = models.build_model(spec.name, nclasses, not args.no_pretrained, args.droprate, args.linear_num,
                              args.stride, circle=bool(recipes.chosen_losses(args)), bnneck=args.bnneck,
-                             neck_feat=args.neck_feat, statistics=models.input_statistics(vars(args))).to(device)
+                             neck_feat=args.neck_feat, statistics=images.input_statistics(vars(args))).to(device)
     return acceleration.on_cuda(net, device)   # channels_last, cuDNN autotuner, TF32
 
 

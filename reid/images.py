@@ -85,6 +85,28 @@ def unreadable(path, err):
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def add_input_arguments(parser):
+    """train.py's --norm_mean/--norm_std: the colour statistics the network normalises its pictures with."""
+    for flag, values, what in (("norm_mean", IMAGENET_MEAN, "mean"), ("norm_std", IMAGENET_STD, "standard deviation")):
+        parser.add_argument(f"--{flag}", type=float, nargs=3, default=list(values), metavar=("R", "G", "B"),
+                            help=f"per-channel {what} of the pixel values (in [0, 1]) to normalise with; ImageNet's by "
+                                 "default, the training set's as audit.py prints it")
+
+
+def input_statistics(options, where="--norm_mean/--norm_std"):
+    """(mean, std) a run normalises its pictures with (``options``: train.py's args or opts.yaml), or None
+    for ImageNet's, which every stage applies anyway; one line for values that cannot be statistics."""
+    mean, std = options.get("norm_mean", list(IMAGENET_MEAN)), options.get("norm_std", list(IMAGENET_STD))
+    numbers = all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+                  for v in (mean, std))
+    if not numbers or not all(0 <= m <= 1 for m in mean) or not all(0 < s <= 1 for s in std):
+        raise UserError(f"{where}: norm_mean {mean} and norm_std {std} are not colour statistics",
+                        "give three means within [0, 1] and three standard deviations within (0, 1], "
+                        "as audit.py prints them")
+    same = [float(m) for m in mean] == list(IMAGENET_MEAN) and [float(s) for s in std] == list(IMAGENET_STD)
+    return None if same else (mean, std)
+
+
 def image_transforms(size, train=False, color_jitter=False, erasing_p=0.0):
     """Test: Resize (bicubic) -> ToTensor -> Normalize. Training (layumi's recipe) adds Pad 10 ->
     RandomCrop -> HorizontalFlip [-> ColorJitter] before, and [RandomErasing] after."""

@@ -204,9 +204,9 @@ def check_arguments(parser, args, backbone):
         parser.error("--label_smoothing must be within [0, 1)")
     if args.ins_gamma <= 0 or args.triplet_margin < 0 or args.center_weight <= 0:
         parser.error("--ins_gamma and --center_weight must be positive, --triplet_margin at least 0")
-    import model
+    from reid.images import input_statistics
 
-    model.input_statistics(vars(args))   # one line, before any work, for values that are not colour statistics
+    input_statistics(vars(args))   # one line, before any work, for values that are not colour statistics
 
 
 def pair_losses_without_pk(args):

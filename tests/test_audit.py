@@ -100,11 +100,11 @@ def test_colour_statistics_by_hand(tmp_path, capsys):
 
 
 def test_the_audit_prints_the_flags_that_normalise_with_the_training_colours(prepared_sets, tmp_path, capsys):
-    import model
+    from reid.images import input_statistics
 
     code, out, _ = run_audit(prepared_sets["clean"], tmp_path / "audit", capsys)
     line = next(line for line in out.splitlines() if line.startswith("to normalise with them: python train.py"))
     values = [float(v) for v in line.split("--norm_mean")[1].replace("--norm_std", "").split()]
     assert code == 0 and len(values) == 6
-    mean, std = model.input_statistics({"norm_mean": values[:3], "norm_std": values[3:]})
+    mean, std = input_statistics({"norm_mean": values[:3], "norm_std": values[3:]})
     assert mean != [0.485, 0.456, 0.406] and all(0.05 < s < 0.5 for s in std)

@@ -8,7 +8,7 @@ import yaml
 from torchvision import models as tv_models
 
 import model
-from reid import pretrained
+from reid import images, pretrained
 from utils import UserError
 
 LIGHT = [name for name, spec in model.BACKBONES.items() if not spec.heavy]
@@ -175,6 +175,6 @@ def test_a_network_normalises_with_the_datas_statistics_and_keeps_layumis_keys()
     expected = plain.features(as_wanted)
     assert torch.allclose(renormalising.features(as_fed), expected, atol=1e-4 * expected.abs().max().item())
     assert not torch.allclose(plain.features(as_fed), expected, atol=1e-4 * expected.abs().max().item())
-    assert model.input_statistics({"norm_mean": list(IMAGENET_MEAN), "norm_std": list(IMAGENET_STD)}) is None
+    assert images.input_statistics({"norm_mean": list(IMAGENET_MEAN), "norm_std": list(IMAGENET_STD)}) is None
     with pytest.raises(model.UserError, match="not colour statistics"):
-        model.input_statistics({"norm_mean": mean, "norm_std": [0.1, 0, 0.3]})
+        images.input_statistics({"norm_mean": mean, "norm_std": [0.1, 0, 0.3]})
