@@ -128,25 +128,31 @@ def test_toy_releases_follow_their_published_layouts(toy_sources):
     assert len(SMALL) > 0   # the other releases use the suite's small sizes
 
 
-@pytest.mark.parametrize("layout", ["msmt17", "cuhk03-detected", "veri"])
-def test_the_later_stages_read_every_release(layout, toy_sources, trained_workdir, tmp_path, monkeypatch, capsys):
+def run_later_stages(test_dir, workdir, tmp_path, monkeypatch, capsys, demo_flags=()):
+    """test.py, evaluate_gpu.py, demo.py (``demo_flags`` added) and the report on a prepared ``test_dir``, with the
+    trained toy run in ``workdir``; each must succeed. Returns the report's page."""
     import demo
     import evaluate_gpu
     import test as stage4
 
-    toy, flags, subfolder, _ = LAYOUTS[layout]
-    root = shutil.copytree(toy_sources[toy], tmp_path / "release")
-    run_cli(prepare.main, [*flags, "--download_path", root], capsys)
-    test_dir = os.path.join(root, subfolder, "pytorch")
-    monkeypatch.chdir(trained_workdir)
+    monkeypatch.chdir(workdir)
     result = tmp_path / "result.mat"
     code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", test_dir, "--num_workers",
                                            "0", "--output", result], capsys)
     assert code == 0 and "without a correct match:0" in out, err
     assert run_cli(evaluate_gpu.main, ["--gpu_ids", "-1", "--mat", result], capsys)[0] == 0
     code, _, err = run_cli(demo.main, ["--query_index", "0", "--test_dir", test_dir, "--mat", result,
-                                       "--out", tmp_path / "show.png"], capsys)
+                                       "--out", tmp_path / "show.png", *demo_flags], capsys)
     assert code == 0 and (tmp_path / "show.png").stat().st_size > 0, err
     code, _, err = run_cli(demo.main, ["--report", "--test_dir", test_dir, "--mat", result, "--out", tmp_path / "report"],
                            capsys)
     assert code == 0 and (tmp_path / "report" / "index.html").exists(), err
+    return (tmp_path / "report" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("layout", ["msmt17", "cuhk03-detected", "veri"])
+def test_the_later_stages_read_every_release(layout, toy_sources, trained_workdir, tmp_path, monkeypatch, capsys):
+    toy, flags, subfolder, _ = LAYOUTS[layout]
+    root = shutil.copytree(toy_sources[toy], tmp_path / "release")
+    run_cli(prepare.main, [*flags, "--download_path", root], capsys)
+    run_later_stages(os.path.join(root, subfolder, "pytorch"), trained_workdir, tmp_path, monkeypatch, capsys)

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 import prepare
-from conftest import SMALL, make_toy, one_error_line, run_cli
+from conftest import make_toy, one_error_line, run_cli
 from reid.datasets import BENCHMARKS, parse_image_name
+from test_datasets import run_later_stages
 
 LAYOUTS = {   # toy --dataset: (prepare.py flags, benchmark key)
     "viper": (["--dataset", "viper"], "viper"),
@@ -145,23 +146,7 @@ def test_a_broken_release_is_one_line_and_writes_nothing(dataset, broken, fragme
 
 @pytest.mark.parametrize("dataset", sorted(LAYOUTS))
 def test_the_later_stages_read_each(dataset, toy_sources, trained_workdir, tmp_path, monkeypatch, capsys):
-    import demo
-    import evaluate_gpu
-    import test as stage4
-
     test_dir, _ = prepared(toy_sources[dataset], dataset, tmp_path, capsys)
-    monkeypatch.chdir(trained_workdir)
-    result = tmp_path / "result.mat"
-    code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", test_dir, "--num_workers",
-                                           "0", "--output", result], capsys)
-    assert code == 0 and "without a correct match:0" in out, err
-    assert run_cli(evaluate_gpu.main, ["--gpu_ids", "-1", "--mat", result], capsys)[0] == 0
     rerank = ["--rerank", "gnn"] if dataset == "cub" else []   # CUB's test set is large enough for k1 26
-    code, _, err = run_cli(demo.main, ["--query_index", "0", "--test_dir", test_dir, "--mat", result,
-                                       "--out", tmp_path / "show.png", *rerank], capsys)
-    assert code == 0 and (tmp_path / "show.png").stat().st_size > 0, err
-    code, out, err = run_cli(demo.main, ["--report", "--test_dir", test_dir, "--mat", result, "--out",
-                                         tmp_path / "report"], capsys)
-    assert code == 0 and (tmp_path / "report" / "index.html").exists(), err
-    assert ("too many for a table" in (tmp_path / "report" / "index.html").read_text()) == (dataset == "cub")
-    assert len(SMALL) > 0
+    page = run_later_stages(test_dir, trained_workdir, tmp_path, monkeypatch, capsys, rerank)
+    assert ("too many for a table" in page) == (dataset == "cub")
