@@ -69,8 +69,8 @@ def check_args(parser, args):
         parser.error("--query_image needs --gallery_dir (pictures to rank) and --name (the trained model)")
     if args.topk < 1:
         parser.error("--topk must be at least 1")
-    if args.attacked and not args.report:
-        parser.error("--attacked adds a section to the report: pass --report too")
+    if args.attacked and (not args.report or args.rerank):
+        parser.error("--attacked adds a section to the report, ranked by cosine: pass --report, without --rerank")
     if args.heatmap and (args.query_image or not args.name):
         parser.error("--heatmap draws a test run's ranking with the network that ranked it: pass --name (and the "
                      "--which_epoch test.py used), without --query_image")

@@ -158,18 +158,23 @@ def main(argv=None):
             distributed.stop(world)
         if not world.main:   # one process writes and evaluates
             return None
-        written = write_and_evaluate(args, options, data, features, device, acceleration.kernel_set(device))
+        run_id = uuid.uuid4().hex   # the attacked file, if any, comes from this run too
+        written = write_and_evaluate(args, options, data, features, device, acceleration.kernel_set(device), run_id)
         if args.attack == "odfa":
-            attacked = {**features, "query": attacks.attacked_features(
-                net, data["query"][0], device, args.batchsize, args.epsilon, scales, args.num_workers).numpy()}
-            attacked_args = argparse.Namespace(**{**vars(args), "output": attacks.attacked_path(args.output),
-                                                  "multi": False, "attacked": True})
-            print(f"queries attacked by ODFA, each pixel within {args.epsilon:g} levels:")
-            write_and_evaluate(attacked_args, {**options, "attack": f"odfa {args.epsilon:g}"}, data, attacked, device,
-                               acceleration.kernel_set(device), load_features(written)["run_id"])   # one run, one id
-            print(f"how far the ranking fell: python evaluate_gpu.py --mat {args.output} --compare "
-                  f"{attacked_args.output}")
+            attack_and_evaluate(args, options, net, data, features, device, scales, run_id)
         return written
+
+
+def attack_and_evaluate(args, options, net, data, features, device, scales, run_id):
+    """--attack odfa: the queries' features after the attack, with the same gallery, to OUTPUT_odfa.mat; evaluated."""
+    attacked = {**features, "query": attacks.attacked_features(
+        net, data["query"][0], device, args.batchsize, args.epsilon, scales, args.num_workers).numpy()}
+    attacked_args = argparse.Namespace(**{**vars(args), "output": attacks.attacked_path(args.output), "multi": False,
+                                          "attacked": True})
+    print(f"queries attacked by ODFA, each pixel within {args.epsilon:g} levels:")
+    write_and_evaluate(attacked_args, {**options, "attack": f"odfa {args.epsilon:g}"}, data, attacked, device,
+                       acceleration.kernel_set(device), run_id)
+    print(f"how far the ranking fell: python evaluate_gpu.py --mat {args.output} --compare {attacked_args.output}")
 
 
 def write_and_evaluate(args, options, data, features, device, extracted_with, run_id=None):

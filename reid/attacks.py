@@ -15,6 +15,8 @@ Three differences from layumi's ODFA.py, on purpose:
   * the attack reads the network's test-time feature (``features``: PCB's six stripes included) instead of
     editing the model's layers.
 """
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -76,8 +78,6 @@ def attacked_features(net, dataset, device, batchsize, rate=RATE, scales=(1.0,),
 
 def attacked_path(output):
     """Where test.py --attack odfa writes its .mat: ``<stem>_odfa.mat`` beside --output."""
-    import os
-
     return f"{os.path.splitext(output)[0]}_odfa.mat"
 
 

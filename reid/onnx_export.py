@@ -112,15 +112,22 @@ def parity(produced_by, net, pictures):
     return agreement, similar
 
 
-def extract(runner, dataset, batchsize, num_workers=0, desc="features"):
-    """test.py --backend onnxruntime: the features of every (uint8) picture of ``dataset``, float32, from the
-    session ``runner`` (``open_graph``)."""
+def features_by_batch(run, dataset, batchsize, num_workers=0, desc="features"):
+    """The features of every (uint8) picture of ``dataset`` as a float32 tensor, ``run(pictures)`` giving each
+    batch's (an exported file's: this graph's, or reid.torchscript_export's module's)."""
     from tqdm import tqdm
 
     loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers)
     rows = []
-    with tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
+    with torch.no_grad(), tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
         for pictures, _ in loader:
-            rows.append(runner.run(None, {"pictures": pictures.numpy()})[0])
+            rows.append(torch.as_tensor(run(pictures)).float().cpu())
             bar.update(len(pictures))
-    return torch.from_numpy(np.concatenate(rows))
+    return torch.cat(rows)
+
+
+def extract(runner, dataset, batchsize, num_workers=0, desc="features"):
+    """test.py --backend onnxruntime: the features of every (uint8) picture of ``dataset``, float32, from the
+    session ``runner`` (``open_graph``)."""
+    return features_by_batch(lambda pictures: runner.run(None, {"pictures": pictures.numpy()})[0], dataset,
+                             batchsize, num_workers, desc)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import torch
 
-from reid.onnx_export import TestTimeNetwork
+from reid.onnx_export import TestTimeNetwork, features_by_batch
 from utils import UserError
 
 
@@ -60,15 +60,7 @@ def load(path, size, device, export_again):
 
 def extract(module, dataset, batchsize, device, num_workers=0, desc="features"):
     """test.py --backend torchscript: the features of every (uint8) picture of ``dataset``, float32 on the CPU."""
-    from tqdm import tqdm
-
-    loader = torch.utils.data.DataLoader(dataset, batchsize, shuffle=False, num_workers=num_workers)
-    rows = []
-    with torch.no_grad(), tqdm(total=len(dataset), desc=desc, unit="img", leave=False) as bar:
-        for pictures, _ in loader:
-            rows.append(module(pictures.to(device)).float().cpu())
-            bar.update(len(pictures))
-    return torch.cat(rows) if rows else torch.empty(0, 0)
+    return features_by_batch(lambda pictures: module(pictures.to(device)), dataset, batchsize, num_workers, desc)
 
 
 def produce(path):
