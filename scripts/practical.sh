@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # README command (1): the practical end to end on the built-in toy dataset, on the CPU.
-# Each step is a command from tutorial/README.md; DATA=/some/dir changes where the data goes.
+# Each step is a command from tutorial/README.md; tutorial/practical.ipynb is made of the same steps
+# (scripts/notebook.py). DATA=/some/dir changes where the data goes, GPU=0 runs on the first GPU,
+# EPOCHS=3 trains for a shorter time.
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 DATA="${DATA:-data}"
+GPU="${GPU:--1}"
 step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
 
 step "1a. make the toy Market-1501" python toy_data.py --out "$DATA" --dataset market --seed 0
@@ -11,19 +14,19 @@ step "1b. arrange it for training" python prepare.py --download_path "$DATA/Mark
 step "1c. make the toy DukeMTMC-reID" python toy_data.py --out "$DATA" --dataset duke --seed 0
 step "1d. arrange it too" python prepare_Duke.py --download_path "$DATA/DukeMTMC-reID"
 
-# Stage 3: a small network from random weights (no download), on the CPU.
-TRAIN=(python train.py --gpu_ids -1 --name toy_mobilenet --data_dir "$DATA/Market/pytorch"
-       --backbone mobilenet_v3 --no_pretrained --batchsize 32 --lr 0.01 --warm_epoch 3 --total_epoch 15 --seed 0)
+# Stage 3: a small network from random weights (no download).
+TRAIN=(python train.py --gpu_ids "$GPU" --name toy_mobilenet --data_dir "$DATA/Market/pytorch"
+       --backbone mobilenet_v3 --no_pretrained --batchsize 32 --lr 0.01 --warm_epoch 3 --total_epoch "${EPOCHS:-15}" --seed 0)
 if [ -f model/toy_mobilenet/opts.yaml ]; then TRAIN+=(--resume); fi   # a second run continues or does nothing
 step "3. train" "${TRAIN[@]}"
 
 # Stages 4-5: features of every query and gallery picture, then Rank@k and mAP.
-step "4. extract features and evaluate" python test.py --gpu_ids -1 --name toy_mobilenet \
+step "4. extract features and evaluate" python test.py --gpu_ids "$GPU" --name toy_mobilenet \
     --test_dir "$DATA/Market/pytorch" --which_epoch last --batchsize 64 --multi
-step "5a. evaluate again, torchreid's AP convention" python evaluate_gpu.py --gpu_ids -1 --ap standard
-step "5b. evaluate with k-reciprocal re-ranking" python evaluate_gpu.py --gpu_ids -1 --rerank
-step "5c. the same features under every convention" python evaluate_gpu.py --gpu_ids -1 --protocols
-step "5d. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gpu_ids -1 --name toy_mobilenet \
+step "5a. evaluate again, torchreid's AP convention" python evaluate_gpu.py --gpu_ids "$GPU" --ap standard
+step "5b. evaluate with k-reciprocal re-ranking" python evaluate_gpu.py --gpu_ids "$GPU" --rerank
+step "5c. the same features under every convention" python evaluate_gpu.py --gpu_ids "$GPU" --protocols
+step "5d. the Market model on DukeMTMC-reID (cross-dataset)" python test.py --gpu_ids "$GPU" --name toy_mobilenet \
     --test_dir "$DATA/DukeMTMC-reID/pytorch" --output duke_result.mat
 
 # Stage 6: look at a ranking, and at where the model fails.
@@ -35,4 +38,4 @@ step "6c. is this test person in the gallery?" python demo.py --name toy_mobilen
 step "6d. and this held-out person (never in the gallery)?" python demo.py --name toy_mobilenet --topk 5 \
     --gallery_dir "$DATA/Market/pytorch/gallery" --out search_unseen.png \
     --query_image "$(ls "$DATA"/Market/pytorch/val_query/*/*.jpg | head -1)"
-printf '\nopen show.png, search.png and report/index.html to look at the results\n'
+printf '\nopen show.png, search.png, search_unseen.png and report/index.html to look at the results\n'

@@ -235,7 +235,8 @@ def test_the_recipes_benchmark_trains_the_practicals_recipe():
     """benchmarks/recipes.py's baseline is the practical's own command, flag for flag."""
     script = read("scripts/practical.sh")
     command = re.search(r"TRAIN=\(python train.py (.*?)\)\n", script, re.S).group(1)
-    words = shlex.split(command.replace("\n", " "))
+    words = [re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", word)   # ${EPOCHS:-15}: the value when unset
+             for word in shlex.split(command.replace("\n", " "))]
     practical = {word: (words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else True)
                  for i, word in enumerate(words) if word.startswith("--")}
     spec = importlib.util.spec_from_file_location("bench_recipes", os.path.join(ROOT, "benchmarks", "recipes.py"))
