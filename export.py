@@ -1,10 +1,11 @@
-"""Stage 7: export a trained run to ONNX or TorchScript, checked against PyTorch before it is kept.
+"""Stage 7: export a trained run to ONNX, TorchScript or TensorRT, checked against PyTorch before it is kept.
 
 Usage:
     pip install -r requirements-export.txt          # onnx, onnxscript, onnxruntime (optional extras)
     python export.py --name toy_mobilenet
     python export.py --name ft_ResNet50 --which_epoch 60 --output deploy/reid.onnx
     python export.py --name toy_mobilenet --format torchscript     # model.pt: PyTorch or libtorch alone
+    python export.py --name toy_mobilenet --format tensorrt        # model.engine: on an NVIDIA GPU with TensorRT
 
 Reads:  model/NAME/opts.yaml and net_<epoch>.pth (written by train.py); a few pictures of the run's own
         data_dir/query (else generated ones) for the parity gate.
@@ -12,7 +13,8 @@ Writes: model/NAME/model.onnx (--output): input "pictures" uint8 [N, 3, H, W] (R
         input size), output "features" float32 [N, D], L2-normalised: test.py's feature at --ms 1 (the
         mirror image and the normalisation are inside the graph); N is dynamic.
 --format torchscript writes model/NAME/model.pt instead: the same computation, traced and frozen (each
-BatchNorm after a convolution folded into it).
+BatchNorm after a convolution folded into it). --format tensorrt writes model/NAME/model.engine: the ONNX graph
+compiled by TensorRT for this machine's GPU (it needs an NVIDIA GPU and TensorRT 10 or newer).
 The parity gate: the exported file's feature of each picture must match PyTorch's (cosine >= 0.9999) and
 different pictures must not give the same feature; a file that fails is not kept.
 
@@ -28,12 +30,12 @@ import torch
 
 import model as models
 import utils
-from reid import files, images, onnx_export, runs, torchscript_export
+from reid import files, images, onnx_export, runs, tensorrt_export, torchscript_export
 from reid.pipeline import ResizedPictures
 from utils import UserError
 
 GATE_PICTURES = 8
-FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}   # --format: the default file name in model/NAME/
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt", "tensorrt": "model.engine"}   # --format: default file name
 
 
 def build_parser():
@@ -41,10 +43,12 @@ def build_parser():
     p.add_argument("--name", default="ft_ResNet50", type=runs.run_name, help="run name: reads model/NAME/")
     p.add_argument("--which_epoch", default="last", help="checkpoint: last, average, or an epoch such as 60")
     p.add_argument("--format", choices=list(FORMATS), default="onnx",
-                   help="onnx: a graph for ONNX Runtime (and TensorRT); torchscript: a frozen TorchScript module with "
-                        "each BatchNorm after a convolution folded into it, for PyTorch or libtorch alone")
-    p.add_argument("--output", default=None, help="where to write it (default: model/NAME/model.onnx or model.pt)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+                   help="onnx: a graph for ONNX Runtime; torchscript: a frozen TorchScript module with each BatchNorm "
+                        "after a convolution folded into it, for PyTorch or libtorch alone; tensorrt: the ONNX graph "
+                        "compiled by TensorRT for this machine's NVIDIA GPU")
+    p.add_argument("--output", default=None,
+                   help="where to write it (default: model/NAME/model.onnx, model.pt or model.engine)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (onnx and tensorrt)")
     return p
 
 
@@ -62,15 +66,20 @@ def gate_pictures(options, size):
     return torch.from_numpy(np.stack(pictures).astype(np.uint8)), "generated pictures"
 
 
-PRODUCERS = {"onnx": onnx_export.produce, "torchscript": torchscript_export.produce}
+PRODUCERS = {"onnx": onnx_export.produce, "torchscript": torchscript_export.produce,
+             "tensorrt": tensorrt_export.produce}
 
 
 def write_file(args, net, backbone, size, path):
-    """Export in --format to ``path``; returns what to say about a TorchScript file (a line's middle)."""
+    """Export in --format to ``path``; returns what to say about the file (a line's middle), None for ONNX."""
     try:
         if args.format == "torchscript":
             operations, left = torchscript_export.export(net, size, path)
             return f"TorchScript, {operations - left} of {operations} BatchNorm operations folded into the layer before"
+        if args.format == "tensorrt":
+            tensorrt_export.export(net, size, path, args.opset)
+            return (f"TensorRT engine for {torch.cuda.get_device_name()}, float32, batches of 1 to "
+                    f"{tensorrt_export.MAX_BATCH}")
         onnx_export.export(net, size, path, args.opset)
     except Exception as err:   # the exporters' many error types: a backbone they cannot trace
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -84,8 +93,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if not 7 <= args.opset <= 23:
         raise UserError(f"--opset {args.opset} is not an ONNX opset this exporter writes", "pass e.g. --opset 18")
-    if args.format == "onnx":
+    if args.format in ("onnx", "tensorrt"):   # TensorRT builds from the ONNX graph
         onnx_export.require_onnx()
+    if args.format == "tensorrt":
+        tensorrt_export.require_tensorrt()
     run_dir = runs.run_dir(args.name)
     output = args.output or os.path.join(run_dir, FORMATS[args.format])
     files.output_file(output, "--output", FORMATS[args.format])

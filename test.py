@@ -36,12 +36,14 @@ import torch
 import model as models
 import utils
 from reid import (acceleration, attacks, datasets, distributed, extraction, files, intervals, metrics, onnx_export, runs,
-                  torchscript_export)
+                  tensorrt_export, torchscript_export)
 from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, load_features, multi_query_path,
                            save_features)
 from utils import UserError
 
-
+# --backend: None for the checkpoint, else (export.py's default file in model/NAME/, its --format)
+EXPORTED = {"torch": None, "onnxruntime": ("model.onnx", "onnx"), "torchscript": ("model.pt", "torchscript"),
+            "tensorrt": ("model.engine", "tensorrt")}
 
 def build_parser():
     p = utils.ArgumentParser(prog="test.py", description="Extract re-ID features and evaluate them (stage 4).")
@@ -59,11 +61,12 @@ def build_parser():
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     models.add_head_arguments(p, overrides=True)
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "torchscript"], default="torch",
+    p.add_argument("--backend", choices=list(EXPORTED), default="torch",
                    help="extract with PyTorch from the checkpoint, or from what export.py wrote: the ONNX graph with "
-                        "ONNX Runtime, or the TorchScript module (export.py --format torchscript)")
-    p.add_argument("--onnx", default=None, help="--backend onnxruntime or torchscript: the exported file "
-                                                "(default model/NAME/model.onnx or model/NAME/model.pt)")
+                        "ONNX Runtime, the TorchScript module (export.py --format torchscript), or the TensorRT engine "
+                        "(--format tensorrt, on an NVIDIA GPU)")
+    p.add_argument("--onnx", default=None, help="--backend onnxruntime, torchscript or tensorrt: the exported file "
+                                                "(default model/NAME/model.onnx, model.pt or model.engine)")
     p.add_argument("--attack", choices=["none", "odfa"], default="none",
                    help="odfa: also attack every query (reid/attacks.py, Wang et al., IJCV 2022) and write the "
                         "gallery with the attacked queries' features to OUTPUT_odfa.mat, then evaluate it")
@@ -83,18 +86,24 @@ def model_overrides(parser, argv):
 
 
 def exported_file(args, world, size, device):
-    """What --backend onnxruntime or torchscript reads, checked before any work: (run(dataset, split) -> features
-    as NumPy, its path)."""
-    script = args.backend == "torchscript"
-    if not script:
+    """What --backend onnxruntime, torchscript or tensorrt reads, checked before any work: (run(dataset, split) ->
+    features as NumPy, its path)."""
+    file_name, export_format = EXPORTED[args.backend]
+    if args.backend == "onnxruntime":
         onnx_export.require_onnx()
-    path = args.onnx or os.path.join(runs.run_dir(args.name), "model.pt" if script else "model.onnx")
-    again = f"python export.py --name {args.name}" + (" --format torchscript" if script else "")
+    elif args.backend == "tensorrt":
+        tensorrt_export.require_tensorrt()
+    path = args.onnx or os.path.join(runs.run_dir(args.name), file_name)
+    again = f"python export.py --name {args.name}" + (f" --format {export_format}" if export_format != "onnx" else "")
     if world.distributed:
         raise UserError(f"--backend {args.backend} runs in one process", "start test.py without torchrun")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist", f"export the run first with {again}")
-    if script:
+    if args.backend == "tensorrt":
+        engine = tensorrt_export.load(path, size, again)
+        return lambda data, split: tensorrt_export.extract(engine, data, args.batchsize, args.num_workers,
+                                                           split).numpy(), path
+    if args.backend == "torchscript":
         module = torchscript_export.load(path, size, device, again)
         return lambda data, split: torchscript_export.extract(module, data, args.batchsize, device, args.num_workers,
                                                               split).numpy(), path

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import export
 import test as stage4
@@ -200,3 +201,52 @@ def test_torchscript_folds_the_batchnorms_passes_the_gate_and_evaluates_as_pytor
     code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
                                          "--backend", "torchscript", "--onnx", tmp_path / "broken.pt"], capsys)
     assert code == 2 and "is not a TorchScript module export.py wrote" in one_error_line(err)
+
+
+# TensorRT needs an NVIDIA GPU and the tensorrt package (from NVIDIA's index); CI has neither
+has_tensorrt = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+
+
+@needs_onnx
+@pytest.mark.parametrize("lacking", ["TensorRT and GPU", "GPU", "TensorRT"])
+def test_tensorrt_without_what_it_needs_is_one_line_that_names_it(lacking, trained_workdir, prepared_market,
+                                                                   tmp_path, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (None if "TensorRT" in lacking else object())
+                        if name == "tensorrt" else real(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: "GPU" not in lacking)
+    monkeypatch.chdir(trained_workdir)
+    for main, argv in ((export.main, ["--format", "tensorrt", "--output", tmp_path / "m.engine"]),
+                       (stage4.main, ["--backend", "tensorrt", "--test_dir", prepared_market, "--gpu_ids", "-1",
+                                      "--output", tmp_path / "m.mat"])):
+        code, out, err = run_cli(main, ["--name", "toy", *argv], capsys)
+        line = one_error_line(err)
+        assert code == 2 and out == "" and "a TensorRT engine needs" in line and "--format onnx" in line, line
+        assert ("TensorRT 10 or newer" in line) == ("TensorRT" in lacking), line
+        assert ("an NVIDIA GPU with CUDA" in line) == ("GPU" in lacking), line
+    assert os.listdir(tmp_path) == []
+
+
+@needs_onnx
+@pytest.mark.skipif(not has_tensorrt, reason="TensorRT runs on an NVIDIA GPU with the tensorrt package installed")
+def test_tensorrt_engine_passes_the_gate_and_evaluates_as_pytorch_does(trained_workdir, prepared_market, tmp_path,
+                                                                       monkeypatch, capsys):
+    monkeypatch.chdir(trained_workdir)
+    code, out, err = run_cli(export.main, ["--name", "toy", "--format", "tensorrt", "--output", tmp_path / "m.engine"],
+                             capsys)
+    assert code == 0 and "TensorRT engine for" in out, err
+    assert float(out.split("lowest cosine ")[1].split()[0]) >= onnx_export.MIN_COSINE
+    scores = {}
+    for backend in ("torch", "tensorrt"):
+        code, out, err = run_cli(stage4.main, ["--gpu_ids", "0", "--name", "toy", "--test_dir", prepared_market,
+                                               "--num_workers", "0", "--backend", backend, "--batchsize", "300",
+                                               "--onnx", tmp_path / "m.engine", "--output", tmp_path / f"{backend}.mat"],
+                                 capsys)
+        assert code == 0, err
+        layumi = next(line for line in out.splitlines() if line.startswith("Rank@1:"))
+        scores[backend] = [float(part.split(":")[1]) for part in layumi.split()]
+    assert np.allclose(scores["torch"], scores["tensorrt"], atol=1e-3), scores
+    (tmp_path / "broken.engine").write_bytes(b"not an engine")
+    code, _, err = run_cli(stage4.main, ["--gpu_ids", "0", "--name", "toy", "--test_dir", prepared_market,
+                                         "--backend", "tensorrt", "--onnx", tmp_path / "broken.engine"], capsys)
+    assert code == 2 and "is not a TensorRT engine this machine can run" in one_error_line(err)
