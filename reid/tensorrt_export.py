@@ -2,10 +2,11 @@
 
 TensorRT compiles the ONNX graph of reid/onnx_export.py (uint8 RGB pictures in, test.py's L2-normalised feature
 of the picture plus its mirror image out) into an engine for one GPU model and one TensorRT version, so the
-engine is built on the machine that runs it. It needs an NVIDIA GPU and TensorRT 10 or newer, whose named-tensor
-API this module uses; without them one line says what is missing. The engine computes in float32 (TF32 off),
-so the parity gate holds it to the same cosine as ONNX Runtime and TorchScript; batches of 1 to MAX_BATCH
-pictures run as they come, larger ones in slices. Buffers are torch tensors on the GPU: no other CUDA binding.
+engine is built on the machine that runs it; there only a Cast may read a uint8 input (cast_first). It needs an
+NVIDIA GPU and TensorRT 10 or newer, whose named-tensor API this module uses; without them one line says what
+is missing. The engine computes in float32 (TF32 off), so the parity gate holds it to the same cosine as ONNX
+Runtime and TorchScript; batches of 1 to MAX_BATCH pictures run as they come, larger ones in slices. Buffers
+are torch tensors on the GPU: no other CUDA binding.
 """
 import importlib.util
 import os
@@ -37,6 +38,27 @@ def require_tensorrt():
     return tensorrt
 
 
+def cast_first(graph):
+    """Rewrite the ONNX file ``graph`` so that only its Cast to float reads the uint8 input: TensorRT accepts a
+    uint8 network input only when every layer that reads it is a Cast, and the exporter also takes the batch
+    size from it (a Shape node), which reads the same from the Cast's float output."""
+    import onnx
+
+    model = onnx.load(graph)
+    nodes = model.graph.node
+    casts = [node for node in nodes if node.op_type == "Cast" and list(node.input) == [INPUT]]
+    if not casts:
+        raise RuntimeError(f"no Cast reads its input {INPUT}")
+    cast = casts[0]
+    for node in nodes:
+        if node is not cast:
+            node.input[:] = [cast.output[0] if name == INPUT else name for name in node.input]
+    order = [cast] + [node for node in nodes if node is not cast]   # the Cast reads only the input: first is in order
+    model.graph.ClearField("node")
+    model.graph.node.extend(order)
+    onnx.save(model, graph)
+
+
 def build(trt, graph, size):
     """The serialized engine of the ONNX file ``graph`` for pictures of ``size`` (H, W), float32 throughout."""
     logger = trt.Logger(trt.Logger.WARNING)
@@ -63,6 +85,7 @@ def export(net, size, path, opset=18):
     with tempfile.TemporaryDirectory() as folder:
         graph = os.path.join(folder, "model.onnx")
         onnx_export.export(net, size, graph, opset)
+        cast_first(graph)
         serialized = build(trt, graph, size)
     with open(path, "wb") as handle:
         handle.write(serialized)

@@ -228,6 +228,27 @@ def test_tensorrt_without_what_it_needs_is_one_line_that_names_it(lacking, train
 
 
 @needs_onnx
+def test_the_graph_tensorrt_parses_casts_its_uint8_input_before_anything_else_reads_it(tmp_path):
+    import onnx
+
+    import model as models
+    from reid import tensorrt_export
+
+    net = models.build_model("resnet18", 10, False).eval()
+    graph, rewritten = str(tmp_path / "net.onnx"), str(tmp_path / "cast_first.onnx")
+    onnx_export.export(net, (64, 32), graph)
+    shutil.copy(graph, rewritten)
+    tensorrt_export.cast_first(rewritten)
+    readers = {name: [node.op_type for node in onnx.load(name).graph.node if "pictures" in node.input]
+               for name in (graph, rewritten)}
+    assert readers[rewritten] == ["Cast"] and len(readers[graph]) > 1, readers   # the exporter's Shape read it too
+    onnx.checker.check_model(onnx.load(rewritten))
+    pictures = np.random.default_rng(0).integers(0, 256, (3, 3, 64, 32), dtype=np.uint8)
+    before, after = (onnx_export.session(name).run(None, {"pictures": pictures})[0] for name in (graph, rewritten))
+    assert np.array_equal(before, after)
+
+
+@needs_onnx
 @pytest.mark.skipif(not has_tensorrt, reason="TensorRT runs on an NVIDIA GPU with the tensorrt package installed")
 def test_tensorrt_engine_passes_the_gate_and_evaluates_as_pytorch_does(trained_workdir, prepared_market, tmp_path,
                                                                        monkeypatch, capsys):
