@@ -106,20 +106,22 @@ class Engine:
         self.input_shape = tuple(self.engine.get_tensor_shape(INPUT))   # (-1, 3, H, W): a free batch
         self.max_batch = self.engine.get_tensor_profile_shape(INPUT, 0)[2][0]
         self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()   # TensorRT synchronises the whole device around work on the default one
 
     def __call__(self, pictures):
-        stream = torch.cuda.current_stream()
         rows = []
-        for part in pictures.split(self.max_batch):
-            part = part.to("cuda", torch.uint8).contiguous()
-            self.context.set_input_shape(INPUT, tuple(part.shape))
-            features = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT)), dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(INPUT, part.data_ptr())
-            self.context.set_tensor_address(OUTPUT, features.data_ptr())
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise RuntimeError("TensorRT could not run the engine")
-            rows.append(features)
-        stream.synchronize()
+        with torch.cuda.stream(self.stream):
+            for part in pictures.split(self.max_batch):
+                part = part.to("cuda", torch.uint8).contiguous()
+                self.context.set_input_shape(INPUT, tuple(part.shape))
+                features = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT)), dtype=torch.float32,
+                                       device="cuda")
+                self.context.set_tensor_address(INPUT, part.data_ptr())
+                self.context.set_tensor_address(OUTPUT, features.data_ptr())
+                if not self.context.execute_async_v3(self.stream.cuda_stream):
+                    raise RuntimeError("TensorRT could not run the engine")
+                rows.append(features)
+        self.stream.synchronize()
         return torch.cat(rows)
 
 
