@@ -99,6 +99,9 @@ def exported_file(args, world, size, device):
         raise UserError(f"--backend {args.backend} runs in one process", "start test.py without torchrun")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist", f"export the run first with {again}")
+    if args.backend == "tensorrt" and device.type != "cuda":
+        raise UserError("--backend tensorrt runs its engine on a GPU, not with --gpu_ids -1",
+                        "give the GPU it was built on, e.g. --gpu_ids 0")
     if args.backend == "tensorrt":
         engine = tensorrt_export.load(path, size, again)
         return lambda data, split: tensorrt_export.extract(engine, data, args.batchsize, args.num_workers,

@@ -22,16 +22,24 @@ STEP = re.compile(r'^step "([^"]+)" (.*)$', re.S)
 
 INTRO = """# Person re-identification: the practical as a notebook
 
-Every step of [the tutorial](README.md) on the toy dataset, in order: make and arrange the data, train a
-small network, extract features, evaluate, and look at the rankings. The cells run the same commands as
-`bash scripts/practical.sh`; the tutorial explains each one and asks the Quick Questions.
+Every step of the tutorial (`tutorial/README.md`) on the toy dataset, in order: make and arrange the data,
+train a small network, extract features, evaluate, and look at the rankings. The cells run the same commands
+as `bash scripts/practical.sh`, so the run is called `toy_mobilenet` (the tutorial's own commands call theirs
+`my_mobilenet`); the tutorial explains each step and asks the Quick Questions.
 
-On **Colab**, choose *Runtime → Change runtime type → GPU* first; without a GPU every step runs on the CPU
-(the training takes a few minutes). On your own machine, open this notebook from the repository."""
+- **On Colab**: choose *Runtime → Change runtime type → GPU*, and paste the repository's git address (your
+  course gives it) into `REPOSITORY` in the first code cell. Without a GPU every step runs on the CPU, and the
+  training takes a few minutes.
+- **On your own machine** (Linux, macOS, or WSL on Windows: the cells are bash): in the repository, run
+  `bash scripts/setup_env.sh` (it makes `.venv`), `.venv/bin/pip install notebook`, and
+  `.venv/bin/jupyter notebook tutorial/practical.ipynb`.
+- **A shorter training**: add `os.environ["EPOCHS"] = "3"` to the first code cell.
+- **After a kernel restart**, run the first two code cells again: they set the folder, the data and the GPU."""
+
 
 SETUP = '''import os, subprocess, sys
 
-REPOSITORY = ""   # on Colab: the repository's git address, e.g. https://github.com/<course>/reid-practical.git
+REPOSITORY = ""   # on Colab: paste the repository's git address here (your course gives it)
 
 if not os.path.exists("scripts/practical.sh"):
     if os.path.exists("../scripts/practical.sh"):   # opened from tutorial/
@@ -42,15 +50,16 @@ if not os.path.exists("scripts/practical.sh"):
         os.chdir("reid-practical")
     else:
         raise SystemExit("error: this notebook runs inside the reid-practical repository — "
-                         "open it from there, or set REPOSITORY above to its git address")
+                         "open it from there, or paste the repository's git address into REPOSITORY above")
 print("working in", os.getcwd())'''
 
 INSTALL = '''import importlib.util
+import re
 
-# Colab has its own torch: keep it and install the rest (a machine without torch gets the pinned one).
-wanted = [row.split("#")[0].strip() for row in open("requirements.txt")]
-keep_torch = importlib.util.find_spec("torch") is not None
-wanted = [row for row in wanted if row and not (keep_torch and row.startswith("torch"))]
+# Colab has its own torch and torchvision: keep them and install the rest (what is missing gets the pinned one).
+rows = [row.split("#")[0].strip() for row in open("requirements.txt")]
+kept = {name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is not None}
+wanted = [row for row in rows if row and re.split(r"[<>=!~\\[; ]", row)[0] not in kept]
 subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *wanted], check=True)
 
 import torch
@@ -100,13 +109,17 @@ def steps(script):
 
 
 def look_cell(files):
-    pictures = [name for name in files if name.endswith(".png")]
-    pages = ", ".join(name for name in files if not name.endswith(".png"))
+    pictures = ["model/toy_mobilenet/train.jpg"] + [name for name in files if name.endswith(".png")]
+    page = next(name for name in files if name.endswith(".html"))
     text = ("from IPython.display import Image, display\n\n"
             f"for picture in {pictures!r}:\n"
             "    print(picture)\n"
             "    display(Image(picture))\n"
-            f'print("the error-analysis report: open {pages} (on Colab: download the report folder from Files)")')
+            f'print("the error-analysis report: open {page} in a browser")\n'
+            'if "google.colab" in sys.modules:   # the page needs the pictures beside it: download the folder zipped\n'
+            "    import shutil\n"
+            "    from google.colab import files\n\n"
+            f'    files.download(shutil.make_archive("report", "zip", "{os.path.dirname(page)}"))')
     return cell("code", "look", text)
 
 

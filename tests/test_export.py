@@ -227,6 +227,31 @@ def test_tensorrt_without_what_it_needs_is_one_line_that_names_it(lacking, train
     assert os.listdir(tmp_path) == []
 
 
+def fake_tensorrt(monkeypatch, version):
+    """An importable ``tensorrt`` of ``version`` that can do nothing, and a GPU that seems present."""
+    import importlib.machinery
+    import types
+
+    module = types.ModuleType("tensorrt")
+    module.__spec__, module.__version__ = importlib.machinery.ModuleSpec("tensorrt", None), version
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", module)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+@pytest.mark.parametrize("version, fragment", [("8.6.1", "TensorRT 8.6.1 is older than 10"),
+                                               ("10.9.0", "runs its engine on a GPU, not with --gpu_ids -1")])
+def test_an_old_tensorrt_or_no_gpu_chosen_is_one_line(version, fragment, trained_workdir, prepared_market, tmp_path,
+                                                      monkeypatch, capsys):
+    fake_tensorrt(monkeypatch, version)
+    monkeypatch.chdir(trained_workdir)
+    (tmp_path / "m.engine").write_bytes(b"an engine")
+    code, out, err = run_cli(stage4.main, ["--name", "toy", "--backend", "tensorrt", "--test_dir", prepared_market,
+                                           "--gpu_ids", "-1", "--onnx", tmp_path / "m.engine",
+                                           "--output", tmp_path / "m.mat"], capsys)
+    assert code == 2 and out == "" and fragment in one_error_line(err), err
+    assert sorted(os.listdir(tmp_path)) == ["m.engine"]
+
+
 @needs_onnx
 def test_the_graph_tensorrt_parses_casts_its_uint8_input_before_anything_else_reads_it(tmp_path):
     import onnx
