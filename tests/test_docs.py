@@ -197,8 +197,8 @@ def test_the_docs_speak_about_the_toolkit_not_its_making(doc):
 
 
 def test_the_colab_line_installs_every_requirement_but_torch():
-    line = re.search(r"pip install \$\(grep -v '\^torch' requirements.txt \| sed 's/#\.\*//'\)", read("tutorial/README.md"))
-    assert line, "the tutorial's Colab line changed: update this test"
+    line = re.search(r"pip install \$\(grep -v '\^torch' requirements.txt \| sed 's/#\.\*//'\)", read("docs/reproducibility.md"))
+    assert line, "docs/reproducibility.md's Colab line changed: update this test"
     kept = [re.sub(r"#.*", "", row).strip() for row in read("requirements.txt").splitlines() if not row.startswith("torch")]
     names = {re.split(r"[<>=]", row)[0] for row in kept if row}
     assert {"imagehash", "pytorch-metric-learning", "timm", "pretrainedmodels", "six"} <= names

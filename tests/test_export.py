@@ -49,16 +49,23 @@ def test_the_export_passes_the_gate_on_the_runs_own_pictures(exported, trained_w
 
 
 @needs_onnx
-def test_onnx_runtime_evaluates_as_pytorch_does(exported, trained_workdir, prepared_market, monkeypatch, capsys):
-    monkeypatch.chdir(trained_workdir)
+def scores_by_backend(backends, argv, folder, capsys):
+    """{backend: the numbers of test.py's first score line (Rank@1 ... mAP)}, each run with ``argv`` and its
+    .mat written in ``folder``."""
     scores = {}
-    for backend in ("torch", "onnxruntime"):
-        code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
-                                               "--num_workers", "0", "--backend", backend, "--output", f"{backend}.mat"],
-                                 capsys)
+    for backend in backends:
+        code, out, err = run_cli(stage4.main, [*argv, "--num_workers", "0", "--backend", backend,
+                                               "--output", os.path.join(folder, f"{backend}.mat")], capsys)
         assert code == 0, err
         layumi = next(line for line in out.splitlines() if line.startswith("Rank@1:"))
         scores[backend] = [float(part.split(":")[1]) for part in layumi.split()]
+    return scores
+
+
+def test_onnx_runtime_evaluates_as_pytorch_does(exported, trained_workdir, prepared_market, monkeypatch, capsys):
+    monkeypatch.chdir(trained_workdir)
+    scores = scores_by_backend(("torch", "onnxruntime"), ["--gpu_ids", "-1", "--name", "toy", "--test_dir",
+                                                          prepared_market], trained_workdir, capsys)
     assert np.allclose(scores["torch"], scores["onnxruntime"], atol=1e-4), scores
 
 
@@ -188,14 +195,9 @@ def test_torchscript_folds_the_batchnorms_passes_the_gate_and_evaluates_as_pytor
     folded = out.split("TorchScript, ")[1].split(" BatchNorm")[0]   # "35 of 35"
     assert folded.split(" of ")[0] == folded.split(" of ")[1] and int(folded.split(" of ")[1]) > 10
     assert float(out.split("lowest cosine ")[1].split()[0]) >= onnx_export.MIN_COSINE
-    scores = {}
-    for backend in ("torch", "torchscript"):
-        code, out, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
-                                               "--num_workers", "0", "--backend", backend, "--onnx", tmp_path / "m.pt",
-                                               "--output", tmp_path / f"{backend}.mat"], capsys)
-        assert code == 0, err
-        layumi = next(line for line in out.splitlines() if line.startswith("Rank@1:"))
-        scores[backend] = [float(part.split(":")[1]) for part in layumi.split()]
+    scores = scores_by_backend(("torch", "torchscript"), ["--gpu_ids", "-1", "--name", "toy", "--test_dir",
+                                                          prepared_market, "--onnx", tmp_path / "m.pt"], tmp_path,
+                               capsys)
     assert np.allclose(scores["torch"], scores["torchscript"], atol=1e-4), scores
     (tmp_path / "broken.pt").write_bytes(b"not a module")
     code, _, err = run_cli(stage4.main, ["--gpu_ids", "-1", "--name", "toy", "--test_dir", prepared_market,
@@ -282,15 +284,9 @@ def test_tensorrt_engine_passes_the_gate_and_evaluates_as_pytorch_does(trained_w
                              capsys)
     assert code == 0 and "TensorRT engine for" in out, err
     assert float(out.split("lowest cosine ")[1].split()[0]) >= onnx_export.MIN_COSINE
-    scores = {}
-    for backend in ("torch", "tensorrt"):
-        code, out, err = run_cli(stage4.main, ["--gpu_ids", "0", "--name", "toy", "--test_dir", prepared_market,
-                                               "--num_workers", "0", "--backend", backend, "--batchsize", "300",
-                                               "--onnx", tmp_path / "m.engine", "--output", tmp_path / f"{backend}.mat"],
-                                 capsys)
-        assert code == 0, err
-        layumi = next(line for line in out.splitlines() if line.startswith("Rank@1:"))
-        scores[backend] = [float(part.split(":")[1]) for part in layumi.split()]
+    scores = scores_by_backend(("torch", "tensorrt"), ["--gpu_ids", "0", "--name", "toy", "--test_dir", prepared_market,
+                                                       "--batchsize", "300", "--onnx", tmp_path / "m.engine"], tmp_path,
+                               capsys)
     assert np.allclose(scores["torch"], scores["tensorrt"], atol=1e-3), scores
     (tmp_path / "broken.engine").write_bytes(b"not an engine")
     code, _, err = run_cli(stage4.main, ["--gpu_ids", "0", "--name", "toy", "--test_dir", prepared_market,
