@@ -35,14 +35,13 @@ from reid.pipeline import ResizedPictures
 from utils import UserError
 
 GATE_PICTURES = 8
-FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt", "tensorrt": "model.engine"}   # --format: default file name
 
 
 def build_parser():
     p = utils.ArgumentParser(prog="export.py", description="Export a trained run to ONNX (stage 7).")
     p.add_argument("--name", default="ft_ResNet50", type=runs.run_name, help="run name: reads model/NAME/")
     p.add_argument("--which_epoch", default="last", help="checkpoint: last, average, or an epoch such as 60")
-    p.add_argument("--format", choices=list(FORMATS), default="onnx",
+    p.add_argument("--format", choices=list(runs.EXPORT_FILES), default="onnx",
                    help="onnx: a graph for ONNX Runtime; torchscript: a frozen TorchScript module with each BatchNorm "
                         "after a convolution folded into it, for PyTorch or libtorch alone; tensorrt: the ONNX graph "
                         "compiled by TensorRT for this machine's NVIDIA GPU")
@@ -98,8 +97,8 @@ def main(argv=None):
     if args.format == "tensorrt":
         tensorrt_export.require_tensorrt()
     run_dir = runs.run_dir(args.name)
-    output = args.output or os.path.join(run_dir, FORMATS[args.format])
-    files.output_file(output, "--output", FORMATS[args.format])
+    output = args.output or os.path.join(run_dir, runs.EXPORT_FILES[args.format])
+    files.output_file(output, "--output", runs.EXPORT_FILES[args.format])
     net, options = models.load_trained(run_dir, args.which_epoch, torch.device("cpu"))
     size = tuple(models.get_backbone(options["backbone"]).input_size)
     pictures, where = gate_pictures(files.load_yaml(os.path.join(run_dir, "opts.yaml"), "train.py"), size)

@@ -41,9 +41,9 @@ from reid.features import (FEATURES_FORMAT, camera_rule_line, feature_store, loa
                            save_features)
 from utils import UserError
 
-# --backend: None for the checkpoint, else (export.py's default file in model/NAME/, its --format)
-EXPORTED = {"torch": None, "onnxruntime": ("model.onnx", "onnx"), "torchscript": ("model.pt", "torchscript"),
-            "tensorrt": ("model.engine", "tensorrt")}
+# --backend: the export.py --format it reads (None: the checkpoint, with PyTorch)
+BACKENDS = {"torch": None, "onnxruntime": "onnx", "torchscript": "torchscript", "tensorrt": "tensorrt"}
+
 
 def build_parser():
     p = utils.ArgumentParser(prog="test.py", description="Extract re-ID features and evaluate them (stage 4).")
@@ -61,7 +61,7 @@ def build_parser():
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     models.add_backbone_arguments(p, default=None)   # None: opts.yaml's backbone
     models.add_head_arguments(p, overrides=True)
-    p.add_argument("--backend", choices=list(EXPORTED), default="torch",
+    p.add_argument("--backend", choices=list(BACKENDS), default="torch",
                    help="extract with PyTorch from the checkpoint, or from what export.py wrote: the ONNX graph with "
                         "ONNX Runtime, the TorchScript module (export.py --format torchscript), or the TensorRT engine "
                         "(--format tensorrt, on an NVIDIA GPU)")
@@ -88,21 +88,21 @@ def model_overrides(parser, argv):
 def exported_file(args, world, size, device):
     """What --backend onnxruntime, torchscript or tensorrt reads, checked before any work: (run(dataset, split) ->
     features as NumPy, its path)."""
-    file_name, export_format = EXPORTED[args.backend]
+    export_format = BACKENDS[args.backend]
     if args.backend == "onnxruntime":
         onnx_export.require_onnx()
     elif args.backend == "tensorrt":
         tensorrt_export.require_tensorrt()
-    path = args.onnx or os.path.join(runs.run_dir(args.name), file_name)
+    path = args.onnx or os.path.join(runs.run_dir(args.name), runs.EXPORT_FILES[export_format])
     again = f"python export.py --name {args.name}" + (f" --format {export_format}" if export_format != "onnx" else "")
     if world.distributed:
         raise UserError(f"--backend {args.backend} runs in one process", "start test.py without torchrun")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist", f"export the run first with {again}")
-    if args.backend == "tensorrt" and device.type != "cuda":
-        raise UserError("--backend tensorrt runs its engine on a GPU, not with --gpu_ids -1",
-                        "give the GPU it was built on, e.g. --gpu_ids 0")
     if args.backend == "tensorrt":
+        if device.type != "cuda":
+            raise UserError("--backend tensorrt runs its engine on a GPU, not with --gpu_ids -1",
+                            "give the GPU it was built on, e.g. --gpu_ids 0")
         engine = tensorrt_export.load(path, size, again)
         return lambda data, split: tensorrt_export.extract(engine, data, args.batchsize, args.num_workers,
                                                            split).numpy(), path

@@ -14,6 +14,8 @@ RUNS_ROOT = "model"   # every run lives in model/NAME/, relative to the current 
 TRAIN_OPTS = "opts.yaml"
 # keys every opts.yaml that train.py writes has held: how --overwrite recognises a run folder it may delete
 TRAIN_OPTS_KEYS = ("name", "backbone", "nclasses", "total_epoch", "lr", "batchsize")
+# export.py --format: the file it writes in model/NAME/ (test.py --backend reads it from there)
+EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "tensorrt": "model.engine"}
 
 
 def run_name(text):

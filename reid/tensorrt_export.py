@@ -18,7 +18,7 @@ from reid import onnx_export
 from utils import UserError
 
 INPUT, OUTPUT = "pictures", "features"   # the names onnx_export gives the graph's ends
-MAX_BATCH, USUAL_BATCH = 256, 64         # the engine's batch range (its optimisation profile), and the size it tunes for
+MAX_BATCH, USUAL_BATCH = 256, 64         # the batch range of the engine's profile, and the size it tunes for
 ELSEWHERE = "elsewhere use --format onnx or --format torchscript"
 
 
@@ -46,10 +46,9 @@ def cast_first(graph):
 
     model = onnx.load(graph)
     nodes = model.graph.node
-    casts = [node for node in nodes if node.op_type == "Cast" and list(node.input) == [INPUT]]
-    if not casts:
+    cast = next((node for node in nodes if node.op_type == "Cast" and list(node.input) == [INPUT]), None)
+    if cast is None:
         raise RuntimeError(f"no Cast reads its input {INPUT}")
-    cast = casts[0]
     for node in nodes:
         if node is not cast:
             node.input[:] = [cast.output[0] if name == INPUT else name for name in node.input]
@@ -68,8 +67,7 @@ def build(trt, graph, size):
     if not parser.parse_from_file(graph):
         raise RuntimeError("; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "parse failed")
     config = builder.create_builder_config()
-    if hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)   # TF32 rounds to 10-bit mantissas: the gate's cosine wants float32
+    config.clear_flag(trt.BuilderFlag.TF32)   # on by default; it rounds to 10-bit mantissas, the gate wants float32
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT, (1, 3, *size), (USUAL_BATCH, 3, *size), (MAX_BATCH, 3, *size))
     config.add_optimization_profile(profile)
